@@ -77,6 +77,7 @@ def ours_config(args):
         eps_high=EPS,
         max_grad_norm=MAX_GRAD_NORM,
         format_reward_weight=FORMAT_WEIGHT,
+        micro_batch_size=args.group,  # the same micro-batch as TRL's per-device batch
         model_overrides=dict(item.split("=", 1) for item in args.ours_overrides),
     )
 
@@ -122,10 +123,16 @@ def worker_ours(args) -> dict:
                 "reported_tokens_per_second": metrics["tokens_per_second"],
                 "reward_mean": metrics["reward_mean"],
                 "loss": metrics.get("loss"),
+                "phases_s": {k: metrics[f"{k}_seconds"] for k in ("sample", "reference", "update")},
             }
         )
     extra = f", {' '.join(args.ours_overrides)}" if args.ours_overrides else ""
-    return {"impl": f"ours (jaxrl_llm, JAX{extra})", "setup_s": setup_s, "steps": steps, "peak_rss_gib": peak_rss_gib()}
+    return {
+        "impl": f"ours (jaxrl_llm, JAX{extra})",
+        "setup_s": setup_s,
+        "steps": steps,
+        "peak_rss_gib": peak_rss_gib(),
+    }
 
 
 # ----------------------------------------------------------------------------- TRL
@@ -264,7 +271,11 @@ def worker_trl(args) -> dict:
         )
     return {
         "impl": f"TRL {trl.__version__} GRPOTrainer (torch {torch.__version__})",
-        "versions": {"trl": trl.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        "versions": {
+            "trl": trl.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
         "setup_s": setup_s,
         "reward_calls": len(tokens_per_call),
         "steps": steps,
@@ -298,7 +309,12 @@ def run_worker(python: str, which: str, args, problems_file: str, timeout: float
     ]
     if args.ours_overrides:
         command += ["--ours-overrides", *args.ours_overrides]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     print(f"--- {which}: {' '.join(command)}", flush=True)
     started = time.perf_counter()
     try:
@@ -349,8 +365,12 @@ def machine_info() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke test: 2 prompts x 2 completions x 16 tokens")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 2 prompts x 2 completions x 16 tokens"
+    )
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=128)
@@ -365,7 +385,9 @@ def main() -> None:
     parser.add_argument("--trl-python", default="/work/venvs/trl/bin/python")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per worker process, seconds")
-    parser.add_argument("--append-results", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--append-results", action="store_true", help="append the table to benchmarks/RESULTS.md"
+    )
     parser.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     parser.add_argument("--problems-file", help=argparse.SUPPRESS)
@@ -417,9 +439,10 @@ def main() -> None:
     print("\n" + setting + "\n\n" + table, flush=True)
     if args.append_results:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-        text = (
-            f"\n### {stamp} — {machine_info()}\n\n{setting}.\n\n{table}\n"
-            + (f"\nours / TRL tokens/s: **{rows[0]['tokens_per_s'] / base:.2f}x** (target >= 2x).\n" if base else "")
+        text = f"\n### {stamp} — {machine_info()}\n\n{setting}.\n\n{table}\n" + (
+            f"\nours / TRL tokens/s: **{rows[0]['tokens_per_s'] / base:.2f}x** (target >= 2x).\n"
+            if base
+            else ""
         )
         results = HERE / "RESULTS.md"
         header = "## LM GRPO step (benchmarks/lm_grpo_step.py)"

@@ -32,12 +32,17 @@ from jaxrl_llm.data.problems import encode_prompts
 from jaxrl_llm.config import check_choice, check_range
 from jaxrl_llm.losses import group_advantages, policy_gradient_loss
 from jaxrl_llm.models.checkpoints import load
-from jaxrl_llm.models.logprobs import token_logprobs_and_entropy
+from jaxrl_llm.models.logprobs import completion_logprobs_and_entropy
 from jaxrl_llm.models.lora import apply_lora, lora_init
 from jaxrl_llm.models.tokenizer import stop_token_ids
 from jaxrl_llm.rollout.sampling import generate
 from jaxrl_llm.training import TrainFunctions, TrainState, build_step
-from jaxrl_llm.training.gradient_steps import loss_norm_constant, repeated_gradient_steps
+from jaxrl_llm.training.gradient_steps import (
+    loss_norm_constant,
+    microbatch_norm_constant,
+    repeated_gradient_steps,
+    split_microbatches,
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,13 @@ class LMGRPOConfig:
     lora_alpha: float = 16.0
     parallel: str = "single"
     """'single', 'shard_map' or 'pmap' (data-parallel over all local devices)."""
+    micro_batch_size: int = 0
+    """Rows per forward/backward pass (gradient accumulation inside the jitted step); 0 runs
+    the whole per-device batch at once. Lowers peak memory; the update is the same."""
+    length_bucket: int = 32
+    """Prompts and completions are padded to a multiple of this (capped by the max lengths),
+    so a batch of short prompts/completions runs a shorter program; 0 always pads to the
+    maxima (a single compiled shape)."""
     model_overrides: dict[str, str] = field(default_factory=dict)
     """LlamaConfig overrides, e.g. {'param_dtype': 'bfloat16', 'remat': 'true'}."""
 
@@ -111,6 +123,13 @@ class LMGRPOConfig:
         check_range(self, "format_reward_weight", 0.0)
         check_range(self, "lora_rank", 0)
         check_range(self, "sft_warmup_steps", 0)
+        check_range(self, "micro_batch_size", 0)
+        check_range(self, "length_bucket", 0)
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must divide prompts_per_update x group_size "
+                f"= {self.batch_size} (and the per-device share of it when running data-parallel)."
+            )
         check_choice(self, "parallel", ("single", "shard_map", "pmap"))
 
     @property
@@ -200,8 +219,30 @@ def make_optimizer(config: LMGRPOConfig) -> optax.GradientTransformation:
 
 def sequence_log_probs(params, model_config, batch_tokens, batch_mask, num_prompt_tokens: int):
     """Teacher-forced log-probs and entropies of the completion part `[B, N]`."""
-    log_probs, entropy = token_logprobs_and_entropy(params, model_config, batch_tokens, batch_mask)
-    return log_probs[:, num_prompt_tokens:], entropy[:, num_prompt_tokens:]
+    return completion_logprobs_and_entropy(params, model_config, batch_tokens, batch_mask, num_prompt_tokens)
+
+
+def num_microbatches(config: LMGRPOConfig, rows: int) -> int:
+    """How many `micro_batch_size` slices a (per-device) batch of `rows` makes."""
+    if not config.micro_batch_size or config.micro_batch_size >= rows:
+        return 1
+    if rows % config.micro_batch_size:
+        raise ValueError(
+            f"The per-device batch has {rows} rows, which micro_batch_size={config.micro_batch_size} "
+            "does not divide; choose a divisor of it."
+        )
+    return rows // config.micro_batch_size
+
+
+def reference_log_probs(
+    params, model_config, batch_tokens, batch_mask, num_prompt_tokens: int, num_slices: int
+):
+    """`sequence_log_probs` computed `num_slices` row slices at a time (bounded memory)."""
+    slices = split_microbatches((batch_tokens, batch_mask), num_slices)
+    log_probs, _ = jax.lax.map(
+        lambda xs: sequence_log_probs(params, model_config, *xs, num_prompt_tokens), slices
+    )
+    return log_probs.reshape(batch_tokens.shape[0], -1)
 
 
 def grpo_step(
@@ -222,17 +263,19 @@ def grpo_step(
     train_state, base_params = state
     config = run.config
     prompt_len = batch.tokens.shape[1] - batch.completion_mask.shape[1]
+    slices = num_microbatches(config, batch.tokens.shape[0])
     norm = loss_norm_constant(config.loss_agg_mode, batch.completion_mask, axis_name, config.max_new_tokens)
+    norm = microbatch_norm_constant(config.loss_agg_mode, norm, slices)
 
-    def loss_fn(trainable):
+    def loss_fn(trainable, micro: CompletionBatch):
         params = apply_lora(base_params, trainable) if config.lora_rank else trainable
-        log_prob, entropy = sequence_log_probs(params, run.model_config, batch.tokens, batch.mask, prompt_len)
+        log_prob, entropy = sequence_log_probs(params, run.model_config, micro.tokens, micro.mask, prompt_len)
         loss, metrics = policy_gradient_loss(
             log_prob,
-            batch.old_log_prob,
-            batch.advantage,
-            batch.completion_mask,
-            ref_logp=batch.ref_log_prob,
+            micro.old_log_prob,
+            micro.advantage,
+            micro.completion_mask,
+            ref_logp=micro.ref_log_prob,
             entropy=entropy,
             eps_low=config.eps_low,
             eps_high=config.eps_high,
@@ -243,7 +286,9 @@ def grpo_step(
         )
         return loss, {**metrics, "loss": loss}
 
-    train_state, metrics = repeated_gradient_steps(train_state, loss_fn, tx, config.update_epochs, axis_name)
+    train_state, metrics = repeated_gradient_steps(
+        train_state, loss_fn, tx, config.update_epochs, axis_name, batch=batch, num_microbatches=slices
+    )
     return (train_state, base_params), metrics
 
 
@@ -256,6 +301,15 @@ def rewards_of(run: LMGRPO, completions: list[str], answers: list[str]) -> tuple
 
 def decode_completions(tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
     return [tokenizer.decode(row[m].tolist(), skip_special_tokens=True) for row, m in zip(tokens, mask)]
+
+
+def completion_width(config: LMGRPOConfig, completion_mask: np.ndarray) -> int:
+    """Columns of the sampled completions to train on: the longest completion rounded up to
+    `length_bucket` (all `max_new_tokens` when bucketing is off)."""
+    if not config.length_bucket:
+        return config.max_new_tokens
+    longest = max(int(completion_mask.sum(axis=1).max()), 1)
+    return min(config.max_new_tokens, -(-longest // config.length_bucket) * config.length_bucket)
 
 
 def make_train_functions(run: LMGRPO) -> TrainFunctions:
@@ -278,7 +332,8 @@ def make_train_functions(run: LMGRPO) -> TrainFunctions:
         )
     )
     reference = jax.jit(
-        partial(sequence_log_probs, model_config=model_config), static_argnames="num_prompt_tokens"
+        partial(reference_log_probs, model_config=model_config),
+        static_argnames=("num_prompt_tokens", "num_slices"),
     )
     advantages = jax.jit(
         partial(group_advantages, num_groups=config.prompts_per_update, normalization=config.normalization)
@@ -300,29 +355,42 @@ def make_train_functions(run: LMGRPO) -> TrainFunctions:
         rng = np.random.default_rng([config.seed, index])
         chosen = rng.choice(len(run.problems), config.prompts_per_update, replace=False)
         problems = [run.problems[i] for i in chosen for _ in range(config.group_size)]
-        prompt_tokens, prompt_mask = encode_prompts(run.tokenizer, problems, config.max_prompt_tokens)
+        prompt_tokens, prompt_mask = encode_prompts(
+            run.tokenizer, problems, config.max_prompt_tokens, config.length_bucket
+        )
         key, sample_key, step_key = jax.random.split(runner.key, 3)
         trainable = runner.train_state.params
         out = sample(trainable, run.base_params, prompt_tokens, prompt_mask, sample_key)
-        tokens, completion_mask = np.asarray(out.tokens), np.asarray(out.mask)
+        width = completion_width(config, np.asarray(out.mask))  # waits for the sampler
+        sampled = time.perf_counter()
+        tokens, completion_mask = np.asarray(out.tokens)[:, :width], np.asarray(out.mask)[:, :width]
         completions = decode_completions(run.tokenizer, tokens, completion_mask)
         reward, correct = rewards_of(run, completions, [p.answer for p in problems])
         full_tokens = jnp.concatenate([prompt_tokens, tokens], axis=1)
         full_mask = jnp.concatenate([prompt_mask, completion_mask], axis=1)
-        ref_log_prob, _ = reference(
+        ref_log_prob = reference(
             run.base_params,
             batch_tokens=full_tokens,
             batch_mask=full_mask,
-            num_prompt_tokens=config.max_prompt_tokens,
+            num_prompt_tokens=prompt_tokens.shape[1],
+            num_slices=num_microbatches(config, config.batch_size),
         )
+        ref_log_prob.block_until_ready()
+        referenced = time.perf_counter()
         advantage, advantage_metrics = advantages(jnp.asarray(reward), group_ids)
         batch = CompletionBatch(
-            full_tokens, full_mask, jnp.asarray(completion_mask), out.logprobs, ref_log_prob, advantage
+            full_tokens,
+            full_mask,
+            jnp.asarray(completion_mask),
+            out.logprobs[:, :width],
+            ref_log_prob,
+            advantage,
         )
         (train_state, _), metrics = step((runner.train_state, run.base_params), batch, step_key)
         metrics = jax.device_get(metrics)
         generated = int(completion_mask.sum())
-        seconds = time.perf_counter() - started
+        finished = time.perf_counter()
+        seconds = finished - started
         metrics = {
             **{k: float(v) for k, v in metrics.items()},
             "reward_mean": float(reward.mean()),
@@ -330,6 +398,9 @@ def make_train_functions(run: LMGRPO) -> TrainFunctions:
             "zero_std_group_fraction": float(advantage_metrics["zero_std_group_fraction"]),
             "completion_length_mean": float(completion_mask.sum(1).mean()),
             "tokens_per_second": generated / seconds,
+            "sample_seconds": sampled - started,
+            "reference_seconds": referenced - sampled,
+            "update_seconds": finished - referenced,
         }
         return LMRunnerState(train_state, key, runner.update + 1), metrics
 
@@ -363,7 +434,7 @@ def evaluate_accuracy(
     for start in range(0, len(repeated), batch_size):
         chunk = repeated[start : start + batch_size]
         padded = chunk + [chunk[-1]] * (batch_size - len(chunk))  # one compiled shape
-        tokens, mask = encode_prompts(run.tokenizer, padded, config.max_prompt_tokens)
+        tokens, mask = encode_prompts(run.tokenizer, padded, config.max_prompt_tokens, config.length_bucket)
         key, sample_key = jax.random.split(key)
         out = generate(
             params,

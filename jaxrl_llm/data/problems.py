@@ -20,11 +20,17 @@ def chat_messages(problem: Problem, system: str = ANSWER_INSTRUCTION) -> list[di
     return [{"role": "system", "content": system}, {"role": "user", "content": problem.question}]
 
 
-def encode_prompts(tokenizer, problems, max_prompt_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """Chat-formatted prompts, left-padded to `max_prompt_tokens`: `(tokens, mask)` `[B, P]`."""
-    tokens = np.full((len(problems), max_prompt_tokens), tokenizer.pad_token_id or 0, np.int32)
-    mask = np.zeros((len(problems), max_prompt_tokens), bool)
-    for row, problem in enumerate(problems):
+def encode_prompts(
+    tokenizer, problems, max_prompt_tokens: int, pad_to_multiple_of: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chat-formatted prompts, left-padded: `(tokens, mask)` `[B, P]`.
+
+    P is `max_prompt_tokens`, or with `pad_to_multiple_of` > 0 the longest prompt rounded up
+    to that multiple (capped at `max_prompt_tokens`): shorter batches then run shorter
+    programs, at the cost of one compilation per distinct P.
+    """
+    encoded = []
+    for problem in problems:
         text = tokenizer.apply_chat_template(
             chat_messages(problem), add_generation_prompt=True, tokenize=False
         )
@@ -34,6 +40,14 @@ def encode_prompts(tokenizer, problems, max_prompt_tokens: int) -> tuple[np.ndar
                 f"A prompt has {len(ids)} tokens but max_prompt_tokens={max_prompt_tokens}; "
                 f"raise --max-prompt-tokens (prompt starts {problem.question[:60]!r})."
             )
-        tokens[row, max_prompt_tokens - len(ids) :] = ids
-        mask[row, max_prompt_tokens - len(ids) :] = True
+        encoded.append(ids)
+    width = max_prompt_tokens
+    if pad_to_multiple_of > 0:
+        longest = max(len(ids) for ids in encoded)
+        width = min(max_prompt_tokens, -(-longest // pad_to_multiple_of) * pad_to_multiple_of)
+    tokens = np.full((len(problems), width), tokenizer.pad_token_id or 0, np.int32)
+    mask = np.zeros((len(problems), width), bool)
+    for row, ids in enumerate(encoded):
+        tokens[row, width - len(ids) :] = ids
+        mask[row, width - len(ids) :] = True
     return tokens, mask

@@ -14,7 +14,11 @@ from jaxrl_llm.models.llama import (
     project_to_vocab,
 )
 from jaxrl_llm.models.llama_config import LlamaConfig, RopeScaling, tiny_config
-from jaxrl_llm.models.logprobs import logprobs_from_hidden, token_logprobs_and_entropy
+from jaxrl_llm.models.logprobs import (
+    completion_logprobs_and_entropy,
+    logprobs_from_hidden,
+    token_logprobs_and_entropy,
+)
 from jaxrl_llm.models.lora import (
     LoraAdapters,
     apply_lora,
@@ -49,5 +53,6 @@ __all__ += [
     "save_hf",
     "tiny_config",
     "token_logprobs_and_entropy",
+    "completion_logprobs_and_entropy",
     "unmerge_lora",
 ]

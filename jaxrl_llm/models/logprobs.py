@@ -73,3 +73,40 @@ def token_logprobs_and_entropy(
         return jnp.where(has_context, jnp.pad(x, ((0, 0), (1, 0))), 0.0)
 
     return align_with_tokens(logprobs), align_with_tokens(entropy)
+
+
+def completion_logprobs_and_entropy(
+    params,
+    config: LlamaConfig,
+    tokens: jax.Array,
+    mask: jax.Array,
+    num_prompt_tokens: int,
+    temperature=1.0,
+    chunk_size: int = 128,
+) -> tuple[jax.Array, jax.Array]:
+    """Teacher-forced (logprobs, entropy) `[B, N]` of the completion `tokens[:, P:]` only.
+
+    Equals `token_logprobs_and_entropy(...)[:, P:]` for rows whose prompt part `tokens[:, :P]`
+    holds at least one real token, but projects only the N completion positions onto the
+    vocabulary (the prompt positions are most of the projection's cost in RL batches).
+    Padding positions of the completion are 0.
+    """
+    chex.assert_rank([tokens, mask], 2)
+    chex.assert_equal_shape([tokens, mask])
+    if not 0 < num_prompt_tokens < tokens.shape[1]:
+        raise ValueError(
+            f"num_prompt_tokens={num_prompt_tokens} must be in [1, {tokens.shape[1] - 1}] for tokens of "
+            f"length {tokens.shape[1]} (the completion needs a prompt before it)."
+        )
+    mask = mask.astype(bool)
+    hidden, _ = hidden_states(params, config, tokens, positions_from_mask(mask), mask=mask)
+    logprobs, entropy = logprobs_from_hidden(
+        params,
+        config,
+        hidden[:, num_prompt_tokens - 1 : -1],
+        tokens[:, num_prompt_tokens:],
+        temperature,
+        chunk_size,
+    )
+    completion_mask = mask[:, num_prompt_tokens:]
+    return jnp.where(completion_mask, logprobs, 0.0), jnp.where(completion_mask, entropy, 0.0)

@@ -55,13 +55,26 @@ def filter_top_p(logits: jax.Array, top_p) -> jax.Array:
     return jnp.where(logits < threshold, -jnp.inf, logits)
 
 
+def sample_categorical(key, logits: jax.Array) -> jax.Array:
+    """One token id per row of logits [B, V] (-inf = excluded), by inverting the CDF at one
+    uniform draw per row.
+
+    Exact sampling like `jax.random.categorical`, which draws B x V Gumbel variates: on a
+    49k vocabulary that RNG work costs more than a small model's decode step on CPU.
+    u is in (0, 1], so the chosen token always has positive probability.
+    """
+    cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+    u = (1.0 - jax.random.uniform(key, (logits.shape[0], 1))) * cdf[:, -1:]
+    return jnp.minimum(jnp.sum(cdf < u, axis=-1), logits.shape[-1] - 1).astype(jnp.int32)
+
+
 def sample_from_logits(key, logits: jax.Array, temperature, top_p, top_k: int) -> jax.Array:
     """Token ids [B] from logits [B, V]: greedy at temperature 0, else temperature -> top-k -> top-p -> sample."""
 
     def sample(logits):
         scaled = filter_top_k(logits / temperature, top_k)
         scaled = jax.lax.cond(top_p < 1.0, filter_top_p, lambda x, _: x, scaled, top_p)
-        return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+        return sample_categorical(key, scaled)
 
     def greedy(logits):
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)

@@ -28,18 +28,77 @@ def loss_norm_constant(loss_agg_mode: str, mask: jax.Array, axis_name: str | Non
     return None
 
 
+def split_microbatches(batch, num_microbatches: int):
+    """Reshapes every leaf `[B, ...]` of `batch` to `[num_microbatches, B / num_microbatches, ...]`."""
+
+    def split(x):
+        if x.shape[0] % num_microbatches:
+            raise ValueError(
+                f"A batch of {x.shape[0]} rows does not split into {num_microbatches} equal microbatches; "
+                "choose a microbatch size that divides the per-device batch."
+            )
+        return x.reshape(num_microbatches, x.shape[0] // num_microbatches, *x.shape[1:])
+
+    return jax.tree.map(split, batch)
+
+
+def accumulated_gradients(loss_fn, params, batch, num_microbatches: int = 1):
+    """Mean over `num_microbatches` equal row slices of `batch` of `grad loss_fn(params, slice)`.
+
+    The slices run one after another in a `lax.scan`, so only one slice's activations are
+    alive at a time (gradient accumulation). Gradients accumulate in float32 and come back
+    in the parameters' dtypes; metrics are the means over slices. The mean of the slice
+    losses equals the full-batch loss when each slice's loss is an equal-weight share of it
+    (see `microbatch_norm_constant`).
+    """
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if num_microbatches == 1:
+        return grad_fn(params, batch)
+
+    def accumulate(total, micro):
+        grads, metrics = grad_fn(params, micro)
+        return jax.tree.map(lambda t, g: t + g.astype(jnp.float32), total, grads), metrics
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    total, metrics = jax.lax.scan(accumulate, zeros, split_microbatches(batch, num_microbatches))
+    grads = jax.tree.map(lambda t, p: (t / num_microbatches).astype(p.dtype), total, params)
+    return grads, jax.tree.map(jnp.mean, metrics)
+
+
+def microbatch_norm_constant(loss_agg_mode: str, norm_constant, num_microbatches: int):
+    """The `norm_constant` of one of `num_microbatches` equal slices whose losses are averaged.
+
+    Sequence-mean modes average rows, so equal slices average exactly with their own default
+    denominators; `token-mean` divides by the batch's token count, of which each slice's
+    share (for a mean over slices) is 1 / num_microbatches.
+    """
+    if loss_agg_mode == "token-mean" and norm_constant is not None:
+        return norm_constant / num_microbatches
+    return norm_constant
+
+
 def repeated_gradient_steps(
     state: TrainState,
-    loss_fn: Callable[[Any], tuple[jax.Array, dict[str, jax.Array]]],
+    loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
     tx: optax.GradientTransformation,
     num_steps: int,
     axis_name: str | None,
+    batch: Any = None,
+    num_microbatches: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """`num_steps` steps of `tx` on `loss_fn(params) -> (loss, metrics)`, gradients and
-    metrics averaged over `axis_name`; returns the final state and the mean metrics."""
+    """`num_steps` steps of `tx` on `loss_fn`, gradients and metrics averaged over `axis_name`;
+    returns the final state and the mean metrics.
+
+    Without `batch`, `loss_fn(params) -> (loss, metrics)`. With `batch`,
+    `loss_fn(params, batch_slice)` and each step accumulates gradients over
+    `num_microbatches` slices of it (`accumulated_gradients`).
+    """
 
     def gradient_step(state: TrainState, _):
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+        if batch is None:
+            grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+        else:
+            grads, metrics = accumulated_gradients(loss_fn, state.params, batch, num_microbatches)
         return apply_gradients(state, reduce_mean(grads, axis_name), tx), reduce_mean(metrics, axis_name)
 
     state, metrics = jax.lax.scan(gradient_step, state, None, length=num_steps)

@@ -6,6 +6,7 @@ import sys
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from jaxrl_llm.algorithms import lm_grpo, lm_sft
@@ -81,6 +82,86 @@ def test_lora_trains_only_adapters(tiny_run):
         not np.array_equal(a, np.asarray(b)) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))
     ]
     assert any(leaves_changed) or metrics["zero_std_group_fraction"] == 1.0
+
+
+def _random_completion_batch(run, key, rows=8, prompt_len=5, completion_len=6):
+    """Ragged completions after left-padded prompts, random sampler/reference log-probs."""
+    keys = jax.random.split(key, 5)
+    vocab = run.model_config.vocab_size
+    tokens = jax.random.randint(keys[0], (rows, prompt_len + completion_len), 0, vocab)
+    prompt_lengths = jax.random.randint(keys[1], (rows,), 1, prompt_len + 1)
+    completion_lengths = jax.random.randint(keys[2], (rows,), 1, completion_len + 1).at[0].set(1)
+    prompt_mask = np.arange(prompt_len)[None] >= prompt_len - np.asarray(prompt_lengths)[:, None]
+    completion_mask = np.arange(completion_len)[None] < np.asarray(completion_lengths)[:, None]
+    old = -jax.random.uniform(keys[3], (rows, completion_len), minval=0.5, maxval=4.0)
+    return lm_grpo.CompletionBatch(
+        tokens=tokens,
+        mask=jax.numpy.asarray(np.concatenate([prompt_mask, completion_mask], axis=1)),
+        completion_mask=jax.numpy.asarray(completion_mask),
+        old_log_prob=jax.numpy.where(completion_mask, old, 0.0),
+        ref_log_prob=jax.numpy.where(completion_mask, old - 0.1, 0.0),
+        advantage=jax.random.normal(keys[4], (rows,)),
+    )
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_microbatched_step_equals_the_full_batch_step(tiny_run, mode):
+    """Gradient accumulation over 4 slices of 2 rows gives the one-pass gradient and loss
+    (SGD with step 1, so the parameter change is the gradient)."""
+    batch = _random_completion_batch(tiny_run, jax.random.key(3))
+    results = []
+    for micro_batch_size in (0, 2):
+        config = lm_grpo.LMGRPOConfig(
+            **{**TINY, "prompts_per_update": 2, "max_new_tokens": 6},
+            loss_agg_mode=mode,
+            micro_batch_size=micro_batch_size,
+            learning_rate=1e-2,
+            kl_coef=0.1,
+        )
+        run = lm_grpo.setup(
+            config,
+            params=tiny_run.base_params,
+            model_config=tiny_run.model_config,
+            tokenizer=tiny_run.tokenizer,
+        )
+        fns = lm_grpo.make_train_functions(run)
+        state = fns.init(jax.random.PRNGKey(0)).train_state
+        step = jax.jit(
+            lambda s, b: lm_grpo.grpo_step((s, run.base_params), b, None, run=run, tx=optax.sgd(1.0))
+        )
+        (new_state, _), metrics = step(state, batch)
+        results.append((new_state.params, metrics))
+    (full_params, full_metrics), (micro_params, micro_metrics) = results
+    np.testing.assert_allclose(micro_metrics["loss"], full_metrics["loss"], rtol=1e-5, atol=1e-7)
+    for full, micro in zip(jax.tree.leaves(full_params), jax.tree.leaves(micro_params)):
+        np.testing.assert_allclose(micro, full, rtol=1e-5, atol=1e-7)
+    changed = [
+        not np.allclose(a, b)
+        for a, b in zip(jax.tree.leaves(full_params), jax.tree.leaves(tiny_run.base_params))
+    ]
+    assert any(changed)
+
+
+def test_micro_batch_size_must_divide_the_batch():
+    with pytest.raises(ValueError, match="micro_batch_size=3 must divide"):
+        lm_grpo.LMGRPOConfig(**TINY, micro_batch_size=3)
+
+
+def test_length_buckets_pad_to_the_longest_rounded_up(tiny_run):
+    problems = [Problem("1 + 2?", "3"), Problem("What is 11 + 12?", "23")]
+    tokens, mask = lm_grpo.encode_prompts(tiny_run.tokenizer, problems, 200, pad_to_multiple_of=16)
+    longest = int(mask.sum(1).max())
+    assert tokens.shape[1] == -(-longest // 16) * 16 and mask[:, -1].all()
+    full, _ = lm_grpo.encode_prompts(tiny_run.tokenizer, problems, 200)
+    np.testing.assert_array_equal(full[:, -tokens.shape[1] :], tokens)
+    config = lm_grpo.LMGRPOConfig(**{**TINY, "max_new_tokens": 64}, length_bucket=16)
+    completion_mask = np.zeros((3, 64), bool)
+    completion_mask[1, :17] = True
+    assert lm_grpo.completion_width(config, completion_mask) == 32
+    assert lm_grpo.completion_width(config, np.zeros((3, 64), bool)) == 16
+    assert (
+        lm_grpo.completion_width(lm_grpo.LMGRPOConfig(**TINY, length_bucket=0), completion_mask[:, :4]) == 4
+    )
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 
 from jaxrl_llm.models import llama
 from jaxrl_llm.models.llama_config import tiny_config
-from jaxrl_llm.models.logprobs import token_logprobs_and_entropy
+from jaxrl_llm.models.logprobs import completion_logprobs_and_entropy, token_logprobs_and_entropy
 
 forward = jax.jit(llama.forward, static_argnums=1)
 CONFIG = tiny_config(
@@ -61,3 +61,18 @@ def test_logprobs_are_differentiable(params):
     grads = jax.jit(jax.grad(loss))(params)
     chex.assert_tree_all_finite(grads)
     assert float(jnp.abs(grads["lm_head"]["kernel"]).sum()) > 0
+
+
+def test_completion_logprobs_equal_the_completion_slice_of_full_logprobs(params):
+    # left-padded prompts of 5 columns, completions of 4 columns with right padding
+    tokens = jax.random.randint(jax.random.key(3), (3, 9), 0, CONFIG.vocab_size)
+    mask = jnp.array([[1] * 9, [0, 0, 1, 1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1, 0, 0, 0]], bool)
+    compute = jax.jit(completion_logprobs_and_entropy, static_argnums=(1, 4, 6))
+    logprobs, entropy = compute(params, CONFIG, tokens, mask, 5, 1.0, 3)
+    chex.assert_shape([logprobs, entropy], (3, 4))
+    expected_logprobs, expected_entropy = _naive_float64(params, tokens, mask, 1.0)
+    np.testing.assert_allclose(logprobs, expected_logprobs[:, 5:], atol=2e-5)
+    np.testing.assert_allclose(entropy, expected_entropy[:, 5:], atol=2e-5)
+    assert np.all(np.asarray(logprobs)[~np.asarray(mask[:, 5:])] == 0)
+    with pytest.raises(ValueError, match="num_prompt_tokens=0"):
+        completion_logprobs_and_entropy(params, CONFIG, tokens, mask, 0)

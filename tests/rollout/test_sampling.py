@@ -11,7 +11,13 @@ import pytest  # noqa: E402
 from jaxrl_llm.models import llama  # noqa: E402
 from jaxrl_llm.models.llama_config import tiny_config  # noqa: E402
 from jaxrl_llm.models.logprobs import token_logprobs_and_entropy  # noqa: E402
-from jaxrl_llm.rollout.sampling import _generate, filter_top_k, filter_top_p, generate  # noqa: E402
+from jaxrl_llm.rollout.sampling import (  # noqa: E402
+    _generate,
+    filter_top_k,
+    filter_top_p,
+    generate,
+    sample_categorical,
+)
 
 CONFIG = tiny_config(
     vocab_size=53, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2
@@ -110,6 +116,20 @@ def test_top_k_and_top_p_filters():
     np.testing.assert_array_equal(jnp.isfinite(filter_top_p(logits, 0.75)), [[True, False, True, False]])
     np.testing.assert_array_equal(jnp.isfinite(filter_top_p(logits, 0.81)), [[True, False, True, True]])
     np.testing.assert_array_equal(jnp.isfinite(filter_top_p(logits, 0.1)), [[True, False, False, False]])
+
+
+def test_sample_categorical_matches_the_probabilities_and_never_picks_excluded_tokens():
+    probs = np.array([[0.1, 0.0, 0.5, 0.0001, 0.3999], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    logits = jnp.log(jnp.asarray(probs, jnp.float32))  # zeros -> -inf: excluded
+    draws = 40_000
+    keys = jax.random.split(jax.random.key(0), draws)
+    samples = np.asarray(jax.jit(jax.vmap(lambda k: sample_categorical(k, logits)))(keys))
+    frequencies = np.stack([np.bincount(samples[:, row], minlength=5) / draws for row in range(2)])
+    # 5 standard errors of a binomial frequency
+    np.testing.assert_allclose(frequencies, probs, atol=5 * np.sqrt(0.25 / draws))
+    assert not np.isin(samples[:, 0], [1]).any() and np.all(samples[:, 1] == 4)
+    same = sample_categorical(jax.random.key(7), logits), sample_categorical(jax.random.key(7), logits)
+    np.testing.assert_array_equal(*same)
 
 
 def test_top_p_samples_stay_in_the_nucleus(params):

@@ -13,6 +13,7 @@ import json  # noqa: E402
 from functools import partial  # noqa: E402
 
 import jax  # noqa: E402
+import optax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jaxrl_llm.algorithms import group_rl, lm_grpo, ppo  # noqa: E402
@@ -86,9 +87,15 @@ def lm_grpo_case():
     finally:
         lm_grpo.build_step = real_step
 
-    step_fn = partial(lm_grpo.grpo_step, run=run, tx=lm_grpo.make_optimizer(config))
+    # SGD: the parameter change is proportional to the gradient (Adam's first steps are
+    # ~lr * sign(g), which turns float32 reduction-order noise in g ~ 0 into lr-sized diffs)
+    step_fn = partial(lm_grpo.grpo_step, run=run, tx=optax.sgd(0.1))
+    # An untrained model rarely earns a reward, which would leave every advantage 0; random
+    # advantages give a gradient to compare whatever the sampled completions were.
+    batch = captured["batch"]
+    batch = batch.replace(advantage=jax.random.normal(jax.random.PRNGKey(2), batch.advantage.shape))
     # the step's state is (train_state, frozen base params)
-    return step_fn, (state.train_state, run.base_params), captured["batch"]
+    return step_fn, (state.train_state, run.base_params), batch
 
 
 def trained_params(state):
