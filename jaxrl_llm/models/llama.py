@@ -204,6 +204,11 @@ def hidden_states(params, config: LlamaConfig, tokens, positions, cache: KVCache
     return model.apply({"params": params}, tokens, positions, cache, mask, method=model.hidden_states)
 
 
+def final_norm(params, config: LlamaConfig, hidden):
+    """The final RMSNorm of the decoder applied to hidden states [..., D]."""
+    return _norm(config, "final_norm").apply({"params": params["final_norm"]}, hidden)
+
+
 def project_to_vocab(params, config: LlamaConfig, hidden):
     """float32 logits [..., V] from hidden states [..., D]."""
     model = LlamaForCausalLM(config)

@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_llm.models.kv_cache import init_cache
-from jaxrl_llm.models.llama import forward, hidden_states, positions_from_mask, project_to_vocab
+from jaxrl_llm.models.layerwise_decode import decode_forward, split_cache, split_layers
+from jaxrl_llm.models.llama import hidden_states, positions_from_mask, project_to_vocab
 from jaxrl_llm.models.llama_config import LlamaConfig
 
 
@@ -120,6 +121,8 @@ def _generate(
         params, config, prompt_tokens, positions_from_mask(prompt_mask), cache, prompt_mask
     )
     last_hidden = jnp.take_along_axis(hidden, _last_real_index(prompt_mask)[:, None, None], axis=1)[:, 0]
+    # split once, before the loop: each decode step then reads per-layer buffers (no slicing copies)
+    layer_params, cache = split_layers(params, config), split_cache(cache)
 
     def not_finished(state: _DecodeState):
         return (state.step < max_new_tokens) & ~jnp.all(state.done)
@@ -132,8 +135,14 @@ def _generate(
         )
         logprob = jnp.take_along_axis(jax.nn.log_softmax(state.logits), token[:, None], axis=-1)[:, 0]
         is_stop = jnp.any(token[:, None] == stop_tokens[None, :], axis=-1)
-        logits, cache = forward(
-            params, config, token[:, None], state.position[:, None], state.cache, active[:, None]
+        logits, cache = decode_forward(
+            params,
+            layer_params,
+            config,
+            token[:, None],
+            state.position[:, None],
+            state.cache,
+            active[:, None],
         )
         return _DecodeState(
             step=state.step + 1,
