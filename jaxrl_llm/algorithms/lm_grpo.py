@@ -61,7 +61,8 @@ class LMGRPOConfig:
     num_updates: int = 20
     prompts_per_update: int = 8
     group_size: int = 8
-    max_prompt_tokens: int = 96
+    max_prompt_tokens: int = 256
+    """Longest prompt accepted (batches are padded only to their longest prompt, see length_bucket)."""
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0

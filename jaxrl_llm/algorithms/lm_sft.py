@@ -31,7 +31,8 @@ def encode_supervised(
     target_text: Callable[[Problem], str] = answer_only,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`(tokens, mask, target_mask)` `[B, P + N]`: left-padded prompt, then target + eos, right-padded."""
-    prompt_tokens, prompt_mask = encode_prompts(tokenizer, problems, max_prompt_tokens)
+    # padded to the longest prompt of the whole set (one shape), not to the maximum allowed
+    prompt_tokens, prompt_mask = encode_prompts(tokenizer, problems, max_prompt_tokens, pad_to_multiple_of=16)
     targets = np.full((len(problems), max_target_tokens), tokenizer.pad_token_id or 0, np.int32)
     target_mask = np.zeros_like(targets, bool)
     for row, problem in enumerate(problems):

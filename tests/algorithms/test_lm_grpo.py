@@ -257,3 +257,13 @@ def test_smollm2_grpo_steps_checkpoint_and_resume(tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert all(np.isfinite(r["loss"]) and np.isfinite(r["kl"]) for r in rows)
     assert CheckpointStore(tmp_path / "checkpoints").latest_step() == 3
+
+
+def test_default_tasks_fit_the_default_prompt_budget_of_the_tiny_model():
+    """`jaxrl-llm lm-grpo --model tiny` on defaults: every generated problem (incl. word
+    problems, long in characters) fits max_prompt_tokens."""
+    run = lm_grpo.setup(lm_grpo.LMGRPOConfig(model="tiny"))
+    tokens, mask = lm_grpo.encode_prompts(
+        run.tokenizer, run.problems, run.config.max_prompt_tokens, run.config.length_bucket
+    )
+    assert tokens.shape[0] == len(run.problems) and mask[:, -1].all()
