@@ -227,12 +227,7 @@ def num_microbatches(config: LMGRPOConfig, rows: int) -> int:
     """How many `micro_batch_size` slices a (per-device) batch of `rows` makes."""
     if not config.micro_batch_size or config.micro_batch_size >= rows:
         return 1
-    if rows % config.micro_batch_size:
-        raise ValueError(
-            f"The per-device batch has {rows} rows, which micro_batch_size={config.micro_batch_size} "
-            "does not divide; choose a divisor of it."
-        )
-    return rows // config.micro_batch_size
+    return rows // config.micro_batch_size  # `split_microbatches` refuses a non-divisor
 
 
 def reference_log_probs(
@@ -362,9 +357,10 @@ def make_train_functions(run: LMGRPO) -> TrainFunctions:
         key, sample_key, step_key = jax.random.split(runner.key, 3)
         trainable = runner.train_state.params
         out = sample(trainable, run.base_params, prompt_tokens, prompt_mask, sample_key)
-        width = completion_width(config, np.asarray(out.mask))  # waits for the sampler
+        sampled_mask = np.asarray(out.mask)  # waits for the sampler
         sampled = time.perf_counter()
-        tokens, completion_mask = np.asarray(out.tokens)[:, :width], np.asarray(out.mask)[:, :width]
+        width = completion_width(config, sampled_mask)
+        tokens, completion_mask = np.asarray(out.tokens)[:, :width], sampled_mask[:, :width]
         completions = decode_completions(run.tokenizer, tokens, completion_mask)
         reward, correct = rewards_of(run, completions, [p.answer for p in problems])
         full_tokens = jnp.concatenate([prompt_tokens, tokens], axis=1)

@@ -39,6 +39,13 @@ def init_cache(config: LlamaConfig, batch_size: int, max_len: int, dtype=None) -
     )
 
 
+def append_slots(stored: jax.Array, new: jax.Array, start, slot_axis: int) -> jax.Array:
+    """Writes `new` into `stored` from slot `start` along `slot_axis` (every other index 0)."""
+    zero = jnp.zeros((), jnp.int32)
+    index = tuple(start if axis == slot_axis else zero for axis in range(stored.ndim))
+    return jax.lax.dynamic_update_slice(stored, new.astype(stored.dtype), index)
+
+
 def write_to_cache(
     cache: KVCache, new_keys: jax.Array, new_values: jax.Array, token_mask: jax.Array
 ) -> KVCache:
@@ -48,11 +55,9 @@ def write_to_cache(
     size the cache for prompt + new tokens.
     """
     start = cache.length
-    zero = jnp.zeros((), jnp.int32)
-    kv_index = (zero, zero, start, zero, zero)
     return KVCache(
-        keys=jax.lax.dynamic_update_slice(cache.keys, new_keys.astype(cache.keys.dtype), kv_index),
-        values=jax.lax.dynamic_update_slice(cache.values, new_values.astype(cache.values.dtype), kv_index),
-        slot_mask=jax.lax.dynamic_update_slice(cache.slot_mask, token_mask.astype(bool), (zero, start)),
+        keys=append_slots(cache.keys, new_keys, start, slot_axis=2),
+        values=append_slots(cache.values, new_values, start, slot_axis=2),
+        slot_mask=append_slots(cache.slot_mask, token_mask.astype(bool), start, slot_axis=1),
         length=start + new_keys.shape[2],
     )

@@ -13,12 +13,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
-from jaxrl_llm.models.kv_cache import KVCache
-from jaxrl_llm.models.llama import DecoderLayer, final_norm, project_to_vocab
+from jaxrl_llm.models.kv_cache import KVCache, append_slots
+from jaxrl_llm.models.llama import DecoderLayer, embed, final_norm, project_to_vocab, rope_tables
 from jaxrl_llm.models.llama_config import LlamaConfig
-from jaxrl_llm.models.rope import inverse_frequencies, rope_angles
 
 
 class LayerCaches(NamedTuple):
@@ -51,23 +49,18 @@ def decode_forward(params, layer_params, config: LlamaConfig, tokens, positions,
     `layer_params` is `split_layers(params, config)`; `mask` [B, T] marks real tokens.
     """
     mask = mask.astype(bool)
-    cos, sin = rope_angles(
-        positions, inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
-    )
-    hidden = jnp.take(params["embed_tokens"]["embedding"], tokens, axis=0).astype(config.compute_dtype)
+    cos, sin = rope_tables(config, positions)
+    hidden = embed(params, config, tokens)
     layer = DecoderLayer(config)
-    start, zero = cache.length, jnp.zeros((), jnp.int32)
+    start = cache.length
     keys, values = [], []
     for weights, cached_keys, cached_values in zip(layer_params, cache.keys, cache.values):
         hidden, (new_keys, new_values) = layer.apply(
             {"params": weights}, hidden, (cached_keys, cached_values), (cos, sin, mask, cache.slot_mask)
         )
-        index = (zero, start, zero, zero)
-        keys.append(jax.lax.dynamic_update_slice(cached_keys, new_keys.astype(cached_keys.dtype), index))
-        values.append(
-            jax.lax.dynamic_update_slice(cached_values, new_values.astype(cached_values.dtype), index)
-        )
-    slot_mask = jax.lax.dynamic_update_slice(cache.slot_mask, mask, (zero, start))
+        keys.append(append_slots(cached_keys, new_keys, start, slot_axis=1))
+        values.append(append_slots(cached_values, new_values, start, slot_axis=1))
+    slot_mask = append_slots(cache.slot_mask, mask, start, slot_axis=1)
     new_cache = LayerCaches(tuple(keys), tuple(values), slot_mask, start + tokens.shape[1])
     logits = project_to_vocab(params, config, final_norm(params, config, hidden))
     return logits, new_cache

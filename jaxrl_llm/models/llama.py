@@ -131,6 +131,13 @@ class VocabProjection(nn.Module):
         return _logits(hidden, kernel)
 
 
+def rope_tables(config: LlamaConfig, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """RoPE (cos, sin) for positions [B, T] under the config's theta and scaling."""
+    return rope_angles(
+        positions, inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+    )
+
+
 class LlamaForCausalLM(nn.Module):
     """`apply({"params": p}, tokens [B, T], positions [B, T], cache=None, mask=None) -> (logits [B, T, V] f32, cache)`.
 
@@ -170,7 +177,7 @@ class LlamaForCausalLM(nn.Module):
         """Final-normed hidden states [B, T, D] (before the vocabulary projection) and the cache."""
         c = self.config
         mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
-        cos, sin = rope_angles(positions, inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling))
+        cos, sin = rope_tables(c, positions)
         hidden = self.embed_tokens(tokens)
         cache_kv = None if cache is None else (cache.keys, cache.values)
         slot_mask = None if cache is None else cache.slot_mask
@@ -202,6 +209,13 @@ def hidden_states(params, config: LlamaConfig, tokens, positions, cache: KVCache
     """(final hidden states [B, T, D], cache) without the vocabulary projection."""
     model = LlamaForCausalLM(config)
     return model.apply({"params": params}, tokens, positions, cache, mask, method=model.hidden_states)
+
+
+def embed(params, config: LlamaConfig, tokens):
+    """Token embeddings [..., D] (compute dtype) of token ids [...]."""
+    return LlamaForCausalLM(config).apply(
+        {"params": params}, tokens, method=lambda model, t: model.embed_tokens(t)
+    )
 
 
 def final_norm(params, config: LlamaConfig, hidden):

@@ -52,6 +52,15 @@ def logprobs_from_hidden(
     return unchunk(logprobs), unchunk(entropy)
 
 
+def _teacher_forced_hidden(params, config: LlamaConfig, tokens, mask) -> tuple[jax.Array, jax.Array]:
+    """(final hidden states [B, T, D], bool mask) of real tokens `tokens` [B, T] under `mask` [B, T]."""
+    chex.assert_rank([tokens, mask], 2)
+    chex.assert_equal_shape([tokens, mask])
+    mask = mask.astype(bool)
+    hidden, _ = hidden_states(params, config, tokens, positions_from_mask(mask), mask=mask)
+    return hidden, mask
+
+
 def token_logprobs_and_entropy(
     params, config: LlamaConfig, tokens: jax.Array, mask: jax.Array, temperature=1.0, chunk_size: int = 128
 ) -> tuple[jax.Array, jax.Array]:
@@ -60,10 +69,7 @@ def token_logprobs_and_entropy(
     `mask` [B, T] marks real tokens; real tokens must be contiguous in each row (left or right
     padding). Entries are 0 where the token is padding or is the first real token of its row.
     """
-    chex.assert_rank([tokens, mask], 2)
-    chex.assert_equal_shape([tokens, mask])
-    mask = mask.astype(bool)
-    hidden, _ = hidden_states(params, config, tokens, positions_from_mask(mask), mask=mask)
+    hidden, mask = _teacher_forced_hidden(params, config, tokens, mask)
     logprobs, entropy = logprobs_from_hidden(
         params, config, hidden[:, :-1], tokens[:, 1:], temperature, chunk_size
     )
@@ -92,14 +98,12 @@ def completion_logprobs_and_entropy(
     Padding positions of the completion are 0.
     """
     chex.assert_rank([tokens, mask], 2)
-    chex.assert_equal_shape([tokens, mask])
     if not 0 < num_prompt_tokens < tokens.shape[1]:
         raise ValueError(
             f"num_prompt_tokens={num_prompt_tokens} must be in [1, {tokens.shape[1] - 1}] for tokens of "
             f"length {tokens.shape[1]} (the completion needs a prompt before it)."
         )
-    mask = mask.astype(bool)
-    hidden, _ = hidden_states(params, config, tokens, positions_from_mask(mask), mask=mask)
+    hidden, mask = _teacher_forced_hidden(params, config, tokens, mask)
     logprobs, entropy = logprobs_from_hidden(
         params,
         config,
