@@ -3,27 +3,30 @@
 jaxrl-llm ppo --env CartPole-v1 --seed 0 --out runs/ppo-cartpole
 jaxrl-llm ppo --out runs/ppo-cartpole --resume
 jaxrl-llm gigpo --env Maze-v0 --out runs/gigpo-maze
+
+Only the configs are imported up front (they import no JAX), so `--help` and flag
+errors answer at once; JAX, the algorithms and transformers load when a command runs.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import jax
 import tyro
 
-from jaxrl_llm.algorithms import group_rl, lm_grpo
-from jaxrl_llm.algorithms import ppo as ppo_lib
-from jaxrl_llm.algorithms.group_rl import GroupRLConfig
-from jaxrl_llm.algorithms.lm_grpo import LMGRPOConfig
-from jaxrl_llm.algorithms.ppo import PPOConfig
+from jaxrl_llm.algorithms.configs.group_rl import GroupRLConfig
+from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig
+from jaxrl_llm.algorithms.configs.ppo import PPOConfig
 from jaxrl_llm.config import to_dict
-from jaxrl_llm.training import IncompatibleRunError, NonFiniteLossError
-from jaxrl_llm.training import run as run_training
+from jaxrl_llm.errors import IncompatibleRunError, NonFiniteLossError, TrainingInterrupted
+
+DISPLAY_NAMES = {"ppo": "PPO", "grpo": "GRPO", "gigpo": "GiGPO", "lm-grpo": "LM-GRPO"}
+EXIT_INTERRUPTED = 130  # the shell's code for a Ctrl-C
 
 
 @dataclass(frozen=True)
@@ -33,19 +36,32 @@ class RunOptions:
     out: Path = Path("runs/default")
     """Output directory: config.json, metrics.csv, tb/, checkpoints/, learning_curve.png."""
     resume: bool = False
-    """Continue the run in --out from its latest checkpoint (the config must match)."""
+    """Continue the run in --out from its latest checkpoint (the config must match, but a larger
+    --total-frames / --num-updates extends a run)."""
+    overwrite: bool = False
+    """Discard the run already in --out and start a new one there."""
+    allow_changes: tuple[str, ...] = ()
+    """With --resume: config fields that may differ from the stored run, e.g.
+    --allow-changes learning_rate (each change is recorded in config.json's history)."""
     checkpoint_every: int = 25
-    """Save a checkpoint every this many updates."""
+    """Save a checkpoint at least every this many updates..."""
+    checkpoint_seconds: float = 120.0
+    """...and whenever this many seconds have passed since the last one."""
     keep_checkpoints: int = 3
     """How many of the latest checkpoints to keep."""
     progress: bool = True
     """Show a progress bar."""
+    stall_seconds: float = 120.0
+    """Exit (code 75; continue with --resume) when XLA:CPU makes no progress with the CPU idle
+    for this long (a known jaxlib stall); 0 disables the watchdog."""
     compile_cache: str = "~/.cache/jaxrl_llm/xla"
     """Persistent XLA compilation cache ('' disables it): later runs skip most of the compile."""
 
 
 def enable_compile_cache(directory: str) -> None:
     """Caches compiled programs on disk so a rerun of the same config starts in ~1 s, not ~5 s."""
+    import jax
+
     if directory:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -54,10 +70,16 @@ def enable_compile_cache(directory: str) -> None:
 Flat = tyro.conf.OmitArgPrefixes
 
 
-def _train(name: str, fns, config, run: RunOptions) -> None:
+def _train(name: str, make_functions: Callable[[], object], config, run: RunOptions) -> None:
+    """Checks --out first (before minutes of model loading), then builds and runs the algorithm."""
+    from jaxrl_llm.training import run as run_training
+    from jaxrl_llm.training.run_dir import check_writable
+
+    check_writable(run.out)
     enable_compile_cache(run.compile_cache)
+    subject = getattr(config, "env", None) or config.model
     run_training(
-        fns,
+        make_functions(),
         {"algorithm": name, **to_dict(config)},
         run.out,
         seed=config.seed,
@@ -65,14 +87,20 @@ def _train(name: str, fns, config, run: RunOptions) -> None:
         checkpoint_every=run.checkpoint_every,
         max_to_keep=run.keep_checkpoints,
         progress=run.progress,
-        title=f"{name.upper()} on {getattr(config, 'env', None) or config.model} (seed {config.seed})",
+        title=f"{DISPLAY_NAMES[name]} on {subject} (seed {config.seed})",
+        checkpoint_seconds=run.checkpoint_seconds,
+        overwrite=run.overwrite,
+        allow_changes=run.allow_changes,
+        stall_seconds=run.stall_seconds,
     )
     print(f"wrote {run.out}/metrics.csv, learning_curve.png, tb/ and checkpoints/")
 
 
 def ppo(config: Annotated[PPOConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
     """Train PPO on a gymnax environment."""
-    _train("ppo", ppo_lib.make_train_functions(config), config, run)
+    from jaxrl_llm.algorithms import ppo as ppo_lib
+
+    _train("ppo", lambda: ppo_lib.make_train_functions(config), config, run)
 
 
 def _group_command(algorithm: str):
@@ -80,15 +108,20 @@ def _group_command(algorithm: str):
         config: Annotated[GroupRLConfig, Flat] = GroupRLConfig(algorithm=algorithm),
         run: Annotated[RunOptions, Flat] = RunOptions(),
     ) -> None:
-        _train(algorithm, group_rl.make_train_functions(config), config, run)
+        from jaxrl_llm.algorithms import group_rl
 
-    command.__doc__ = f"Train {algorithm.upper()} (critic-free group RL) on a multi-step gymnax environment."
+        _train(algorithm, lambda: group_rl.make_train_functions(config), config, run)
+
+    name = DISPLAY_NAMES[algorithm]
+    command.__doc__ = f"Train {name} (critic-free group RL) on a multi-step gymnax environment."
     return command
 
 
 def lm_grpo_command(config: Annotated[LMGRPOConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
     """GRPO on a language model with verifiable rewards (arithmetic or GSM8K-format tasks)."""
-    _train("lm-grpo", lm_grpo.make_train_functions(lm_grpo.setup(config)), config, run)
+    from jaxrl_llm.algorithms import lm_grpo
+
+    _train("lm-grpo", lambda: lm_grpo.make_train_functions(lm_grpo.setup(config)), config, run)
 
 
 COMMANDS = {
@@ -102,9 +135,15 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> None:
     try:
         tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="jaxrl-llm")
-    except (IncompatibleRunError, NonFiniteLossError, ValueError) as error:
+    except (IncompatibleRunError, NonFiniteLossError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except TrainingInterrupted as interrupted:
+        print(f"\n{interrupted}", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt:
+        print("\ninterrupted before training started; nothing new was saved.", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Union
+
+EnvKwarg = Union[int, float, bool, str]
+"""A value of `--env-kwargs`; converted to the environment's parameter type by `envs.make`."""
 
 
 def _fail(config: Any, field: str, allowed: str) -> None:

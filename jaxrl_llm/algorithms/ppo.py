@@ -8,7 +8,6 @@ it on one device, under `shard_map` or under `pmap` with the same numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -18,66 +17,22 @@ import optax
 from flax import struct
 
 from jaxrl_llm import envs
-from jaxrl_llm.config import check_choice, check_divides, check_range
+from jaxrl_llm.algorithms.configs.ppo import PPOConfig
 from jaxrl_llm.losses import generalized_advantage_estimation, ppo_loss
 from jaxrl_llm.models import ActorCritic
-from jaxrl_llm.rollout import RolloutState, Trajectory, episode_return_mean, reset, run_steps
+from jaxrl_llm.rollout import (
+    RecentReturns,
+    RolloutState,
+    Trajectory,
+    episode_return_mean,
+    recent_returns_add,
+    recent_returns_init,
+    recent_returns_mean,
+    reset,
+    run_steps,
+)
 from jaxrl_llm.training import TrainFunctions, TrainState, apply_gradients, reduce_mean, shard_index
 from jaxrl_llm.training import make_train as make_train_from_functions
-
-
-@dataclass(frozen=True)
-class PPOConfig:
-    """PPO hyperparameters; defaults solve CartPole-v1 (PureJaxRL's settings)."""
-
-    env: str = "CartPole-v1"
-    env_kwargs: dict[str, int] = field(default_factory=dict)
-    """Constructor arguments of the environment, e.g. {"size": 4} for a 4x4 Maze-v0."""
-    max_episode_steps: int | None = None
-    """Override of the environment's step limit (None keeps its default)."""
-    seed: int = 0
-    total_frames: int = 500_000
-    num_envs: int = 4
-    num_steps: int = 128
-    update_epochs: int = 4
-    num_minibatches: int = 4
-    learning_rate: float = 2.5e-4
-    anneal_lr: bool = True
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    normalize_advantages: bool = True
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-
-    def __post_init__(self):
-        for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches"):
-            check_range(self, name, 1)
-        check_range(self, "total_frames", self.num_envs * self.num_steps)
-        check_divides(self, "num_steps", "num_minibatches")
-        check_range(self, "learning_rate", 0.0, low_inclusive=False)
-        check_range(self, "gamma", 0.0, 1.0)
-        check_range(self, "gae_lambda", 0.0, 1.0)
-        check_range(self, "clip_eps", 0.0, low_inclusive=False)
-        check_range(self, "ent_coef", 0.0)
-        check_range(self, "vf_coef", 0.0)
-        check_range(self, "max_grad_norm", 0.0, low_inclusive=False)
-        check_choice(self, "activation", ("tanh", "relu", "gelu"))
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
-            raise ValueError(
-                f"PPOConfig.hidden_sizes={self.hidden_sizes!r} is invalid: must be non-empty positive widths."
-            )
-
-    @property
-    def frames_per_update(self) -> int:
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_frames // self.frames_per_update
 
 
 @struct.dataclass
@@ -97,6 +52,7 @@ class PPORunnerState:
     train_state: TrainState
     rollout_state: RolloutState
     key: jax.Array
+    recent_returns: RecentReturns  # the last 100 finished episodes, for logging
 
 
 def make_network(config: PPOConfig, env, env_params) -> ActorCritic:
@@ -215,7 +171,7 @@ def make_train_functions(config: PPOConfig) -> TrainFunctions:
         params = network.init(params_key, jnp.asarray(obs)[None])
         rollout_state = reset(env_key, env, env_params, config.num_envs)
         state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-        return PPORunnerState(state, rollout_state, key)
+        return PPORunnerState(state, rollout_state, key, recent_returns_init(100))
 
     def update(runner: PPORunnerState):
         key, rollout_key, update_key = jax.random.split(runner.key, 3)
@@ -227,14 +183,22 @@ def make_train_functions(config: PPOConfig) -> TrainFunctions:
         _, next_values = network.apply(params, next_obs.reshape(-1, *next_obs.shape[2:]))
         batch = collect_batch(trajectory, next_values.reshape(trajectory.reward.shape), config)
         train_state, metrics = update_fn(runner.train_state, batch, update_key)
+        recent = recent_returns_add(runner.recent_returns, trajectory)
         metrics = {
             **metrics,
             "episode_return_mean": episode_return_mean(trajectory),
+            "episode_return_last100": recent_returns_mean(recent),
             "episodes": trajectory.episode_ended.sum().astype(jnp.float32),
         }
-        return PPORunnerState(train_state, rollout_state, key), metrics
+        return PPORunnerState(train_state, rollout_state, key, recent), metrics
 
-    return TrainFunctions(init, update, config.num_updates, config.frames_per_update)
+    return TrainFunctions(
+        init,
+        update,
+        config.num_updates,
+        config.frames_per_update,
+        progress_metric="episode_return_last100",
+    )
 
 
 def make_train(config: PPOConfig):

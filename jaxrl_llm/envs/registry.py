@@ -7,6 +7,7 @@ Our environments are registered with `gymnax.register` at import time, so a plai
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -29,11 +30,16 @@ def registered_envs() -> list[str]:
 def make(env_id: str, **env_kwargs: Any):
     """Builds an environment by id.
 
+    `env_kwargs` are checked against the environment's constructor and converted to
+    its parameter types (`"0.5"` or `1` to a float, `"false"`/`0` to a bool, ...), so
+    values typed on the command line work.
+
     Returns:
       `(env, env_params)` exactly as `gymnax.make` does.
 
     Raises:
-      ValueError: for an unknown id, naming the closest valid ids.
+      ValueError: for an unknown id (naming the closest valid ids), an unknown
+        keyword (listing the accepted ones) or a value of the wrong type.
     """
     known = registered_envs()
     if env_id not in known:
@@ -42,7 +48,54 @@ def make(env_id: str, **env_kwargs: Any):
             close = [k for k in known if env_id.lower().split("-")[0] in k.lower()][:5]
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(f"Unknown environment {env_id!r}.{hint} All ids: jaxrl_llm.envs.registered_envs().")
-    return gymnax.make(env_id, **env_kwargs)
+    if not env_kwargs:
+        return gymnax.make(env_id)
+    env, _ = gymnax.make(env_id)
+    return gymnax.make(env_id, **convert_env_kwargs(env_id, type(env), env_kwargs))
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _convert(env_id: str, name: str, value: Any, parameter: inspect.Parameter) -> Any:
+    default = parameter.default
+    annotation = str(parameter.annotation)
+    kind = type(default) if default not in (None, inspect.Parameter.empty) else None
+    if kind is None:  # no usable default: read the (string) annotation
+        kind = next((t for t in (bool, int, float, str) if annotation.startswith(t.__name__)), None)
+    try:
+        if kind is bool and not isinstance(value, bool):
+            text = str(value).lower()
+            if text not in _TRUE + _FALSE:
+                raise ValueError
+            return text in _TRUE
+        if kind is int and not isinstance(value, bool):
+            as_float = float(value)
+            if as_float != int(as_float):
+                raise ValueError
+            return int(as_float)
+        if kind is float and not isinstance(value, bool):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{env_id}: --env-kwargs {name}={value!r} is not a valid {kind.__name__} "
+            f"(the default is {default!r})."
+        ) from None
+    return value
+
+
+def convert_env_kwargs(env_id: str, env_class: type, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Checks `env_kwargs` against `env_class`'s constructor and converts their types."""
+    parameters = dict(inspect.signature(env_class).parameters)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(env_kwargs)
+    unknown = sorted(set(env_kwargs) - set(parameters))
+    if unknown:
+        accepted = ", ".join(f"{n}={p.default!r}" for n, p in parameters.items()) or "none"
+        raise ValueError(
+            f"{env_id} does not take --env-kwargs {', '.join(unknown)}. It accepts (with defaults): {accepted}."
+        )
+    return {name: _convert(env_id, name, value, parameters[name]) for name, value in env_kwargs.items()}
 
 
 def make_configured(

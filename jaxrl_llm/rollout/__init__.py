@@ -9,6 +9,12 @@ from jaxrl_llm.rollout.env_rollout import (
     rollout,
     run_steps,
 )
+from jaxrl_llm.rollout.recent_returns import (
+    RecentReturns,
+    recent_returns_add,
+    recent_returns_init,
+    recent_returns_mean,
+)
 from jaxrl_llm.rollout.sampling import GenerationOutput, generate
 from jaxrl_llm.rollout.trajectory import RolloutState, Trajectory, episode_return_mean
 
@@ -16,10 +22,14 @@ __all__ = [
     "GenerationOutput",
     "generate",
     "Policy",
+    "RecentReturns",
     "RolloutState",
     "Trajectory",
     "episode_return_mean",
     "group_ids",
+    "recent_returns_add",
+    "recent_returns_init",
+    "recent_returns_mean",
     "grouped_rollout",
     "reset",
     "reset_grouped",

@@ -1,7 +1,8 @@
 """Train state, data-parallel step builders, orbax checkpoints, metrics and the host loop."""
 
-from jaxrl_llm.training.checkpoint import CheckpointStore, IncompatibleRunError, prepare_run_dir
-from jaxrl_llm.training.loop import NonFiniteLossError, TrainFunctions, make_train, run
+from jaxrl_llm.training.checkpoint import CheckpointStore
+from jaxrl_llm.training.loop import NonFiniteLossError, TrainFunctions, TrainingInterrupted, make_train, run
+from jaxrl_llm.training.run_dir import IncompatibleRunError, prepare_run_dir
 from jaxrl_llm.training.parallel import build_step, data_mesh, reduce_mean, reduce_sum, shard_index
 from jaxrl_llm.training.train_state import TrainState, apply_gradients
 
@@ -11,6 +12,7 @@ __all__ = [
     "NonFiniteLossError",
     "TrainFunctions",
     "TrainState",
+    "TrainingInterrupted",
     "apply_gradients",
     "build_step",
     "data_mesh",

@@ -3,13 +3,14 @@
 An algorithm is a `TrainFunctions` bundle of two pure functions over a runner-state
 pytree: `init(key) -> state` and `update(state) -> (state, metrics)`. `make_train`
 turns it into one jitted `train(key)` (PureJaxRL style, vmappable over seeds);
-`run` executes the same updates in chunks of `checkpoint_every`, saving a checkpoint
-after each chunk and logging every update, so a killed run resumes bit-for-bit.
+`run` executes the same updates in chunks, checkpointing by update count and by time
+and logging every update, so a killed run resumes bit-for-bit.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl_llm.training.checkpoint import CheckpointStore, prepare_run_dir
-from jaxrl_llm.training.metrics import CURVE_FILE, MetricsWriter, plot_learning_curve
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A training loss became NaN or infinite; the last good checkpoint is kept."""
+from jaxrl_llm.errors import NonFiniteLossError, TrainingInterrupted
+from jaxrl_llm.training.checkpoint import CheckpointStore
+from jaxrl_llm.training.metrics import CURVE_FILE, METRICS_FILE, MetricsWriter, plot_learning_curve
+from jaxrl_llm.training.run_dir import prepare_run_dir
+from jaxrl_llm.training.watchdog import StallWatchdog
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class TrainFunctions:
     progress_metric: str = "episode_return_mean"
     loss_metric: str = "loss"
     host_update: bool = False
+    frame_name: str = "frame"
+    """What one of `frames_per_update` is: 'frame' (env step), 'completion', ..."""
 
 
 def make_train(fns: TrainFunctions) -> Callable[[jax.Array], tuple[Any, dict[str, jax.Array]]]:
@@ -94,82 +96,125 @@ def run(
     max_to_keep: int = 3,
     progress: bool = True,
     title: str = "",
+    *,
+    checkpoint_seconds: float = 120.0,
+    overwrite: bool = False,
+    allow_changes: tuple[str, ...] = (),
+    stall_seconds: float = 120.0,
 ) -> Any:
     """Runs `fns` to `num_updates`, writing under `out_dir`.
 
     Writes `config.json`, `metrics.csv` (one row per update: `step`, `frames` and the
     algorithm's metrics), TensorBoard events in `tb/`, orbax checkpoints in
-    `checkpoints/` every `checkpoint_every` updates, and `learning_curve.png`.
+    `checkpoints/` and `learning_curve.png`. Jittable algorithms run `checkpoint_every`
+    updates per compiled chunk; host-driven ones one update at a time. A checkpoint is
+    saved after `checkpoint_every` updates or once `checkpoint_seconds` have passed
+    since the last one, whichever comes first, and at the end; so a killed LM run,
+    whose updates take minutes, loses at most one update.
+
+    On the CPU backend a `StallWatchdog` ends the process (exit code 75, message
+    naming --resume) when a wait on XLA makes no progress for `stall_seconds`.
 
     Raises:
-      IncompatibleRunError: `out_dir` holds another run (see `prepare_run_dir`).
+      IncompatibleRunError: see `prepare_run_dir` (`resume`, `overwrite`, `allow_changes`).
       NonFiniteLossError: a loss became NaN/inf; nothing after the last good
         checkpoint is saved.
+      TrainingInterrupted: on Ctrl-C, after saving a checkpoint of the last
+        finished update, the metrics and the plot.
     """
     from tqdm.auto import tqdm
 
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every={checkpoint_every} is invalid: must be >= 1.")
     out_dir = Path(out_dir)
-    prepare_run_dir(out_dir, run_config, resume)
+    prepare_run_dir(out_dir, run_config, resume, overwrite=overwrite, allow_changes=allow_changes)
     store = CheckpointStore(out_dir / "checkpoints", max_to_keep=max_to_keep)
     init = fns.init if fns.host_update else jax.jit(fns.init)
     state = init(jax.random.PRNGKey(seed))
-    start = 0
-    latest = store.latest_step()
-    if resume and latest is not None:
-        start = latest
-        state = store.restore(latest, state)
+    start = store.latest_step() or 0
+    if resume:
+        if start:
+            state = store.restore(start, state)
+        else:
+            print(f"{out_dir} has no checkpoint yet: starting from update 0.", file=sys.stderr)
+        if start >= fns.num_updates:
+            print(
+                f"{out_dir} is already at update {start} of {fns.num_updates}; "
+                "raise the budget (--total-frames / --num-updates) to extend it.",
+                file=sys.stderr,
+            )
     writer = None  # opened on the first chunk, once the metric names are known
-    run_chunk = _chunk_runner(fns, checkpoint_every)
-    total_frames = fns.num_updates * fns.frames_per_update
+    run_chunk = _chunk_runner(fns, 1 if fns.host_update else checkpoint_every)
+    watchdog = StallWatchdog(stall_seconds if jax.default_backend() == "cpu" else None)
     bar = tqdm(
-        total=total_frames,
+        total=fns.num_updates * fns.frames_per_update,
         initial=start * fns.frames_per_update,
-        unit="frame",
+        unit=fns.frame_name,
         unit_scale=True,
         disable=not progress,
         dynamic_ncols=True,
+        mininterval=0 if fns.host_update else 0.1,  # host updates are slow: show every one
     )
-    update = start
+    update = saved = start
+    saved_at = time.monotonic()
     last_progress = math.nan
     try:
         while update < fns.num_updates:
-            length = min(checkpoint_every, fns.num_updates - update)
+            length = min(1 if fns.host_update else checkpoint_every, fns.num_updates - update)
             chunk_start = time.perf_counter()
-            new_state, metrics = run_chunk(state, length)
-            # device_get blocks on the chunk: at most one chunk is ever in flight.
-            metrics = {k: v[:length] for k, v in jax.device_get(metrics).items()}
-            _check_finite(metrics[fns.loss_metric], update, store.latest_step())
+            stall_message = (
+                f"updates {update + 1}-{update + length} made no progress for {stall_seconds:.0f} s with "
+                "the CPU idle: the XLA CPU runtime stalled (a lost wake-up in jaxlib). "
+                f"Everything up to the last checkpoint (update {saved}) is saved in {out_dir}; "
+                "rerun the same command with --resume to continue."
+            )
+            with watchdog.waiting(stall_message):
+                new_state, metrics = run_chunk(state, length)
+                # device_get blocks on the chunk: at most one chunk is ever in flight.
+                metrics = {k: v[:length] for k, v in jax.device_get(metrics).items()}
+            _check_finite(metrics[fns.loss_metric], update, saved if saved else None)
             if writer is None:
                 columns = ["step", "frames", *sorted(metrics)]
                 writer = MetricsWriter(out_dir, columns, resume_from_step=start if resume else None)
             for i in range(length):
-                row = {k: float(np.asarray(v[i])) for k, v in metrics.items()}
-                row["step"] = update + i + 1
-                row["frames"] = (update + i + 1) * fns.frames_per_update
+                row = {"step": update + i + 1, "frames": (update + i + 1) * fns.frames_per_update}
+                row.update({k: float(np.asarray(v[i])) for k, v in metrics.items()})
                 writer.write(row)
                 if math.isfinite(row.get(fns.progress_metric, math.nan)):
                     last_progress = row[fns.progress_metric]
             state = new_state
             update += length
-            store.save(update, state)
+            due = update - saved >= checkpoint_every or time.monotonic() - saved_at >= checkpoint_seconds
+            if due or update == fns.num_updates:
+                store.save(update, state)
+                saved, saved_at = update, time.monotonic()
             writer.flush()
             seconds = time.perf_counter() - chunk_start
             bar.set_postfix(
                 {
                     fns.progress_metric.replace("episode_", ""): f"{last_progress:.3g}",
-                    "chunk_fps": f"{length * fns.frames_per_update / seconds:.3g}",
+                    f"{fns.frame_name}s/s": f"{length * fns.frames_per_update / seconds:.3g}",
                 },
                 refresh=False,
             )
             bar.update(length * fns.frames_per_update)
+    except KeyboardInterrupt:
+        if update > saved:
+            store.save(update, state)
+        raise TrainingInterrupted(update, out_dir) from None
     finally:
         bar.close()
         if writer is not None:
             writer.close()
         store.close()
-    plot_learning_curve(out_dir / "metrics.csv", out_dir / CURVE_FILE, y=fns.progress_metric, title=title)
+        if (out_dir / METRICS_FILE).exists():
+            plot_learning_curve(
+                out_dir / METRICS_FILE,
+                out_dir / CURVE_FILE,
+                y=fns.progress_metric,
+                title=title,
+                x_label=f"{fns.frame_name}s",
+            )
     return state
 
 
@@ -177,8 +222,14 @@ def _check_finite(losses: np.ndarray, first_update: int, last_checkpoint: int | 
     losses = np.asarray(losses)
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
+        saved = (
+            f"the last good checkpoint (update {last_checkpoint}) is intact"
+            if last_checkpoint
+            else "no checkpoint was saved before it, so --resume starts from update 0"
+        )
         raise NonFiniteLossError(
             f"The loss became {losses[bad[0]]} at update {first_update + int(bad[0]) + 1}. "
-            f"Training stopped; the last good checkpoint (update {last_checkpoint}) is intact. "
-            "Lower the learning rate or tighten gradient clipping, then --resume or restart."
+            f"Training stopped; {saved}. To continue with a lower learning rate, rerun the same "
+            "command with --resume --allow-changes learning_rate --learning-rate <lower value> "
+            "(or tighten --max-grad-norm the same way)."
         )

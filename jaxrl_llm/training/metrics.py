@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,15 +24,32 @@ class MetricsWriter:
 
         self.path = out_dir / METRICS_FILE
         self.columns = list(columns)
-        kept_rows = []
         if resume_from_step is not None and self.path.exists():
-            with self.path.open() as f:
-                kept_rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_from_step]
-        self._file = self.path.open("w", newline="")
-        self._csv = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
-        self._csv.writeheader()
-        self._csv.writerows(kept_rows)
+            self._keep_rows_up_to(resume_from_step)
+            self._file = self.path.open("a", newline="")
+            self._csv = self._dict_writer(self._file)
+        else:
+            self._file = self.path.open("w", newline="")
+            self._csv = self._dict_writer(self._file)
+            self._csv.writeheader()
         self._tb = SummaryWriter(str(out_dir / "tb"), purge_step=resume_from_step)
+
+    def _dict_writer(self, file) -> csv.DictWriter:
+        return csv.DictWriter(file, fieldnames=self.columns, extrasaction="ignore", restval="")
+
+    def _keep_rows_up_to(self, step: int) -> None:
+        """Drops the rows after `step` by writing a new file and renaming it over the old
+        one: a kill during the rewrite leaves the old file whole (never a truncated one)."""
+        with self.path.open(newline="") as f:
+            kept = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = self._dict_writer(f)
+            writer.writeheader()
+            writer.writerows(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
 
     def write(self, row: Mapping[str, float]) -> None:
         self._csv.writerow(row)
@@ -42,6 +60,7 @@ class MetricsWriter:
 
     def flush(self) -> None:
         self._file.flush()
+        os.fsync(self._file.fileno())
         self._tb.flush()
 
     def close(self) -> None:
@@ -57,19 +76,46 @@ def read_metrics(csv_path: Path) -> list[dict[str, float]]:
         ]
 
 
+def smoothed(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average over up to `window` points (shorter at the start)."""
+    out, total, queue = [], 0.0, []
+    for v in values:
+        queue.append(v)
+        total += v
+        if len(queue) > window:
+            total -= queue.pop(0)
+        out.append(total / len(queue))
+    return out
+
+
 def plot_learning_curve(
-    csv_path: Path, png_path: Path, y: str = "episode_return_mean", x: str = "frames", title: str = ""
+    csv_path: Path,
+    png_path: Path,
+    y: str = "episode_return_mean",
+    x: str = "frames",
+    title: str = "",
+    x_label: str | None = None,
 ) -> None:
-    """Plots `y` against `x` from a metrics CSV into a PNG."""
+    """Plots `y` against `x` from a metrics CSV into a PNG: the raw values faintly and a
+    moving average (window 1/20 of the points) on top; engineering tick labels (100k, 1M)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     rows = [r for r in read_metrics(csv_path) if math.isfinite(r.get(y, math.nan))]
+    xs, ys = [r[x] for r in rows], [r[y] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot([r[x] for r in rows], [r[y] for r in rows], lw=1.5)
-    ax.set_xlabel(x.replace("_", " "))
+    window = max(1, len(ys) // 20)
+    if window > 1:
+        ax.plot(xs, ys, lw=0.8, alpha=0.35, color="C0", label="per update")
+        ax.plot(xs, smoothed(ys, window), lw=1.8, color="C0", label=f"moving average ({window} updates)")
+        ax.legend(loc="best", fontsize=8)
+    else:
+        ax.plot(xs, ys, lw=1.5, color="C0", marker="o" if len(ys) < 30 else None, ms=3)
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_xlabel(x_label or x.replace("_", " "))
     ax.set_ylabel(y.replace("_", " "))
     ax.set_title(title)
     ax.grid(alpha=0.3)

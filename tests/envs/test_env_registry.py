@@ -41,3 +41,31 @@ def test_registering_again_is_harmless():
 def test_unknown_id_suggests_close_names(typo, suggestion):
     with pytest.raises(ValueError, match=suggestion):
         envs.make(typo)
+
+
+def test_command_line_strings_are_converted_to_the_constructor_types():
+    env, _ = envs.make("FrozenLake-misc", is_slippery="false", success_rate="0.5", map_name="8x8")
+    assert env.is_slippery is False and env.success_rate == 0.5
+    env, _ = envs.make("FrozenLake-misc", is_slippery=0, success_rate=1)
+    assert env.is_slippery is False and isinstance(env.success_rate, float)
+    env, params = envs.make("Maze-v0", size="5")
+    assert env.observation_space(params).shape == (75,)
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs, message",
+    [
+        ("FrozenLake-misc", {"size": 4}, r"does not take --env-kwargs size\. It accepts .*is_slippery=True"),
+        ("CartPole-v1", {"size": 4}, r"does not take --env-kwargs size\. It accepts \(with defaults\): none"),
+        ("FrozenLake-misc", {"is_slippery": "maybe"}, r"is_slippery='maybe' is not a valid bool"),
+        ("Maze-v0", {"size": 4.5}, r"size=4.5 is not a valid int"),
+        (
+            "FrozenLakeRandom-v0",
+            {"hole_probability": "many"},
+            r"hole_probability='many' is not a valid float",
+        ),
+    ],
+)
+def test_bad_env_kwargs_say_what_is_accepted(env_id, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        envs.make(env_id, **kwargs)

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -16,11 +15,11 @@ from jaxrl_llm.training import (
     CheckpointStore,
     IncompatibleRunError,
     NonFiniteLossError,
-    TrainFunctions,
     prepare_run_dir,
     run,
 )
 from jaxrl_llm.training.metrics import read_metrics
+from counting_algorithm import counting_functions
 
 PPO_ARGS = [
     "--total-frames",
@@ -79,22 +78,6 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     rows = read_metrics(interrupted / "metrics.csv")
     assert [int(r["step"]) for r in rows] == list(range(1, 401))  # no update logged twice or lost
     assert (interrupted / "learning_curve.png").stat().st_size > 1000
-
-
-def counting_functions(nan_at: int | None = None, num_updates: int = 12, host_update=False) -> TrainFunctions:
-    """A toy algorithm: the state counts updates; the loss turns NaN at `nan_at`."""
-
-    def init(key):
-        return {"count": jnp.zeros((), jnp.int32), "w": jnp.ones(3)}
-
-    def update(state):
-        count = state["count"] + 1
-        loss = jnp.where(count == (nan_at or -1), jnp.nan, 1.0 / count)
-        return {"count": count, "w": state["w"] * 0.5}, {"loss": loss, "episode_return_mean": count * 1.0}
-
-    return TrainFunctions(
-        init, update, num_updates=num_updates, frames_per_update=10, host_update=host_update
-    )
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -1,0 +1,100 @@
+"""LM-GRPO's config (importable without JAX: the CLI builds its flags from it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jaxrl_llm.config import check_choice, check_range
+
+
+@dataclass(frozen=True)
+class LMGRPOConfig:
+    """GRPO on a causal LM; defaults are DeepSeekMath's GRPO with a small CPU-sized batch."""
+
+    model: str = "smollm2-135m-instruct"
+    """'smollm2-135m-instruct' (bundled GGUF), 'tiny' (random ~1M params), a .gguf file or an HF directory."""
+    task: str = "arithmetic"
+    """'arithmetic' (generated problems) or 'gsm8k' (a GSM8K-format jsonl, see --data-path)."""
+    data_path: str = ""
+    """GSM8K-format jsonl for --task gsm8k (default: the bundled sample file)."""
+    arithmetic_kinds: tuple[str, ...] = ("add", "mul", "word")
+    max_operand: int = 20
+    seed: int = 0
+    num_updates: int = 20
+    prompts_per_update: int = 8
+    group_size: int = 8
+    max_prompt_tokens: int = 256
+    """Longest prompt accepted (batches are padded only to their longest prompt, see length_bucket)."""
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    learning_rate: float = 1e-5
+    max_grad_norm: float = 1.0
+    update_epochs: int = 1
+    kl_coef: float = 0.04
+    kl_estimator: str = "k3"
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    loss_agg_mode: str = "seq-mean-token-mean"
+    normalization: str = "group"
+    format_reward_weight: float = 0.1
+    """Weight of the '#### <number>' format reward added to the 0/1 exact-match reward."""
+    sft_warmup_steps: int = 0
+    """Supervised next-token steps on the task's answers before RL (for from-scratch models)."""
+    lora_rank: int = 0
+    """0 trains all parameters; > 0 trains LoRA adapters of this rank."""
+    lora_alpha: float = 16.0
+    parallel: str = "single"
+    """'single', 'shard_map' or 'pmap' (data-parallel over all local devices)."""
+    micro_batch_size: int = 0
+    """Rows per forward/backward pass (gradient accumulation inside the jitted step); 0 runs
+    the whole per-device batch at once. Lowers peak memory; the update is the same."""
+    length_bucket: int = 32
+    """Prompts and completions are padded to a multiple of this (capped by the max lengths),
+    so a batch of short prompts/completions runs a shorter program; 0 always pads to the
+    maxima (a single compiled shape)."""
+    model_overrides: dict[str, str] = field(default_factory=dict)
+    """LlamaConfig overrides, e.g. {'param_dtype': 'bfloat16', 'remat': 'true'}."""
+
+    def __post_init__(self):
+        check_choice(self, "task", ("arithmetic", "gsm8k"))
+        for name in (
+            "num_updates",
+            "prompts_per_update",
+            "group_size",
+            "max_prompt_tokens",
+            "max_new_tokens",
+        ):
+            check_range(self, name, 1)
+        check_range(self, "update_epochs", 1)
+        check_range(self, "temperature", 0.0, low_inclusive=False)
+        check_range(self, "top_p", 0.0, 1.0, low_inclusive=False)
+        check_range(self, "top_k", 0)
+        check_range(self, "learning_rate", 0.0, low_inclusive=False)
+        check_range(self, "max_grad_norm", 0.0, low_inclusive=False)
+        check_range(self, "kl_coef", 0.0)
+        check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
+        check_range(self, "eps_low", 0.0, 1.0, low_inclusive=False)
+        check_range(self, "eps_high", 0.0, low_inclusive=False)
+        check_choice(
+            self,
+            "loss_agg_mode",
+            ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"),
+        )
+        check_choice(self, "normalization", ("group", "batch", "none"))
+        check_range(self, "format_reward_weight", 0.0)
+        check_range(self, "lora_rank", 0)
+        check_range(self, "sft_warmup_steps", 0)
+        check_range(self, "micro_batch_size", 0)
+        check_range(self, "length_bucket", 0)
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must divide prompts_per_update x group_size "
+                f"= {self.batch_size} (and the per-device share of it when running data-parallel)."
+            )
+        check_choice(self, "parallel", ("single", "shard_map", "pmap"))
+
+    @property
+    def batch_size(self) -> int:
+        return self.prompts_per_update * self.group_size

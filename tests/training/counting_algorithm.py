@@ -1,0 +1,30 @@
+"""A toy algorithm for the host-loop tests: the state counts updates."""
+
+import jax.numpy as jnp
+
+from jaxrl_llm.training import TrainFunctions
+
+
+def counting_functions(
+    nan_at: int | None = None,
+    num_updates: int = 12,
+    host_update: bool = False,
+    raise_at: int | None = None,
+    error: type[BaseException] = RuntimeError,
+) -> TrainFunctions:
+    """The loss turns NaN at update `nan_at`; a host-driven update `raise_at` raises `error`
+    (a crash, or KeyboardInterrupt for Ctrl-C)."""
+
+    def init(key):
+        return {"count": jnp.zeros((), jnp.int32), "w": jnp.ones(3)}
+
+    def update(state):
+        count = state["count"] + 1
+        if raise_at is not None and int(count) == raise_at:
+            raise error(f"injected at update {raise_at}")
+        loss = jnp.where(count == (nan_at or -1), jnp.nan, 1.0 / count)
+        return {"count": count, "w": state["w"] * 0.5}, {"loss": loss, "episode_return_mean": count * 1.0}
+
+    return TrainFunctions(
+        init, update, num_updates=num_updates, frames_per_update=10, host_update=host_update
+    )
