@@ -29,6 +29,7 @@ import numpy as np
 import tyro
 
 from jaxrl_llm.algorithms import group_rl, ppo
+from jaxrl_llm.training.watchdog import EXIT_STALLED, StallWatchdog
 
 HERE = Path(__file__).parent
 
@@ -55,8 +56,13 @@ class Args:
     quick: bool = False
     """Smoke run: the first task only, a tiny budget, 2 seeds."""
     out: Path = HERE
-    job_timeout: float = 360.0
-    """Seconds before a job counts as stalled and is restarted."""
+    stall_seconds: float = 120.0
+    """A job whose XLA program waits this long with the CPU idle has stalled (a known jaxlib
+    lost wake-up): it exits with code 75 and is restarted."""
+    job_timeout: float = 1800.0
+    """Backstop: a job still running after this many seconds is killed and restarted."""
+    job_attempts: int = 3
+    """How many times a stalled job is tried before the experiment gives up."""
     job: str = ""
     """Internal: 'TASK|METHOD|NPZ' runs one training job in this process."""
 
@@ -91,7 +97,7 @@ def method_configs(task: Task, frames: int, seed: int) -> dict[str, object]:
     }
 
 
-def train_seeds(config, num_seeds: int):
+def train_seeds(config, num_seeds: int, watchdog: StallWatchdog = StallWatchdog(None)):
     """Trains `num_seeds` seeds in one vmapped program; returns success curves and timing."""
     module = ppo if isinstance(config, ppo.PPOConfig) else group_rl
     fns = module.make_train_functions(config)
@@ -101,8 +107,11 @@ def train_seeds(config, num_seeds: int):
     compiled = train.lower(keys).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    _, metrics = compiled(keys)
-    success = np.asarray(jax.device_get(metrics["episode_return_mean"]))  # 0/1 rewards: success rate
+    with watchdog.waiting(
+        f"the training program stalled (XLA CPU runtime, no CPU use for {watchdog.stall_seconds:.0f} s)"
+    ):
+        _, metrics = compiled(keys)
+        success = np.asarray(jax.device_get(metrics["episode_return_mean"]))  # 0/1 rewards: success rate
     run_s = time.perf_counter() - start
     frames = np.arange(1, fns.num_updates + 1) * fns.frames_per_update
     return frames, success, compile_s, run_s
@@ -128,6 +137,7 @@ def plot(curves: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), dpi=110)
     for ax, (task, methods) in zip(np.atleast_1d(axes), curves.items()):
@@ -138,6 +148,7 @@ def plot(curves: dict, path: Path) -> None:
             ax.plot(frames, mean, label=name, lw=1.6)
             ax.fill_between(frames, mean - std, mean + std, alpha=0.2)
         ax.set_title(task)
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.set_xlabel("env steps")
         ax.set_ylabel("success rate")
         ax.set_ylim(-0.02, 1.02)
@@ -193,13 +204,13 @@ def run_job(args: Args) -> None:
     """One (task, method) job: trains the seeds and saves curves and timings to an npz."""
     task_name, method, npz = args.job.split("|")
     config = method_configs(TASKS[task_name], args.frames, seed=0)[method]
-    frames, success, compile_s, run_s = train_seeds(config, args.seeds)
+    frames, success, compile_s, run_s = train_seeds(config, args.seeds, StallWatchdog(args.stall_seconds))
     np.savez(npz, frames=frames, success=success, compile_s=compile_s, run_s=run_s)
 
 
 def run_in_subprocess(args: Args, task_name: str, method: str, workdir: Path):
-    """Each job runs in a fresh process: one XLA CPU runtime per job. (In one long-lived
-    process, the fifth large vmapped program was seen to stall forever with idle CPUs.)"""
+    """Each job runs in a fresh process (one XLA CPU runtime per job), and a job that stalls
+    (exit code 75 from its watchdog, or past `job_timeout`) is started again."""
     npz = workdir / f"{len(list(workdir.iterdir()))}.npz"
     command = [
         sys.executable,
@@ -208,12 +219,26 @@ def run_in_subprocess(args: Args, task_name: str, method: str, workdir: Path):
         str(args.frames),
         "--seeds",
         str(args.seeds),
+        "--stall-seconds",
+        str(args.stall_seconds),
         "--job",
         f"{task_name}|{method}|{npz}",
     ]
-    subprocess.run(command, check=True, timeout=1800)
-    result = np.load(npz)
-    return result["frames"], result["success"], float(result["compile_s"]), float(result["run_s"])
+    for attempt in range(1, args.job_attempts + 1):
+        try:
+            code = subprocess.run(command, timeout=args.job_timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+        if code == 0:
+            result = np.load(npz)
+            return result["frames"], result["success"], float(result["compile_s"]), float(result["run_s"])
+        if code not in (None, EXIT_STALLED):
+            raise RuntimeError(f"job {task_name} | {method} failed with exit code {code}")
+        print(
+            f"job {task_name} | {method} stalled (attempt {attempt} of {args.job_attempts}); restarting",
+            flush=True,
+        )
+    raise RuntimeError(f"job {task_name} | {method} stalled {args.job_attempts} times; giving up")
 
 
 def main(args: Args) -> None:
