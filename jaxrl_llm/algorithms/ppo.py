@@ -198,6 +198,7 @@ def make_train_functions(config: PPOConfig) -> TrainFunctions:
         config.num_updates,
         config.frames_per_update,
         progress_metric="episode_return_last100",
+        raw_progress_metric="episode_return_mean",
     )
 
 

@@ -47,6 +47,9 @@ class TrainFunctions:
     host_update: bool = False
     frame_name: str = "frame"
     """What one of `frames_per_update` is: 'frame' (env step), 'completion', ..."""
+    raw_progress_metric: str | None = None
+    """A noisier per-update metric that the curve draws faintly under `progress_metric`
+    when the latter is already a running statistic."""
 
 
 def make_train(fns: TrainFunctions) -> Callable[[jax.Array], tuple[Any, dict[str, jax.Array]]]:
@@ -214,6 +217,7 @@ def run(
                 y=fns.progress_metric,
                 title=title,
                 x_label=f"{fns.frame_name}s",
+                raw=fns.raw_progress_metric,
             )
     return state
 

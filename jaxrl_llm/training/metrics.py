@@ -95,20 +95,34 @@ def plot_learning_curve(
     x: str = "frames",
     title: str = "",
     x_label: str | None = None,
+    raw: str | None = None,
 ) -> None:
-    """Plots `y` against `x` from a metrics CSV into a PNG: the raw values faintly and a
-    moving average (window 1/20 of the points) on top; engineering tick labels (100k, 1M)."""
+    """Plots `y` against `x` from a metrics CSV into a PNG, with engineering tick labels.
+
+    The noisy per-update values are drawn faintly under a smooth line: `raw` under `y`
+    when `y` is already a running statistic (PPO's last-100-episodes mean over the
+    per-update mean), else `y` under its moving average (window 1/20 of the points).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import EngFormatter
 
-    rows = [r for r in read_metrics(csv_path) if math.isfinite(r.get(y, math.nan))]
-    xs, ys = [r[x] for r in rows], [r[y] for r in rows]
+    rows = read_metrics(csv_path)
+
+    def series(column):
+        kept = [r for r in rows if math.isfinite(r.get(column, math.nan))]
+        return [r[x] for r in kept], [r[column] for r in kept]
+
+    xs, ys = series(y)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     window = max(1, len(ys) // 20)
-    if window > 1:
+    if raw is not None:
+        ax.plot(*series(raw), lw=0.8, alpha=0.35, color="C0", label=raw.replace("_", " "))
+        ax.plot(xs, ys, lw=1.8, color="C0", label=y.replace("_", " "))
+        ax.legend(loc="best", fontsize=8)
+    elif window > 1:
         ax.plot(xs, ys, lw=0.8, alpha=0.35, color="C0", label="per update")
         ax.plot(xs, smoothed(ys, window), lw=1.8, color="C0", label=f"moving average ({window} updates)")
         ax.legend(loc="best", fontsize=8)

@@ -80,3 +80,9 @@ def test_curve_uses_engineering_ticks_and_the_given_axis_label(tmp_path, monkeyp
     assert len(ax.lines) == 2  # raw values and their moving average
     labels = [ax.xaxis.get_major_formatter()(tick) for tick in (200_000, 800_000)]
     assert labels == ["200k", "800k"]
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), smoothed([i / 100 for i in range(1, 101)], 5))
+
+    plot_learning_curve(path, tmp_path / "curve.png", y="accuracy", raw="step")  # y is already smooth
+    raw_line, y_line = saved["figure"].axes[0].lines
+    np.testing.assert_array_equal(raw_line.get_ydata(), np.arange(1, 101))
+    np.testing.assert_allclose(y_line.get_ydata(), np.arange(1, 101) / 100)
