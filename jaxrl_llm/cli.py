@@ -52,8 +52,11 @@ class RunOptions:
     progress: bool = True
     """Show a progress bar."""
     stall_seconds: float = 120.0
-    """Exit (code 75; continue with --resume) when XLA:CPU makes no progress with the CPU idle
-    for this long (a known jaxlib stall); 0 disables the watchdog."""
+    """A wait on XLA:CPU with the CPU idle for this long is a stall (a known jaxlib lost
+    wake-up); 0 disables the watchdog."""
+    stall_restarts: int = 2
+    """A stalled run restarts itself with --resume (from its last checkpoint) this many times,
+    then exits with code 75."""
     compile_cache: str = "~/.cache/jaxrl_llm/xla"
     """Persistent XLA compilation cache ('' disables it): later runs skip most of the compile."""
 
@@ -68,6 +71,31 @@ def enable_compile_cache(directory: str) -> None:
 
 
 Flat = tyro.conf.OmitArgPrefixes
+
+
+STALL_RESTARTS_ENV = "JAXRL_LLM_STALL_RESTARTS"
+
+
+def restart_after_stall(argv: list[str], max_restarts: int) -> Callable[[str], None]:
+    """The CLI's stall action: replace this process by the same command with --resume (the
+    run continues from its last checkpoint, bit-for-bit), at most `max_restarts` times in a
+    row, then print the message and exit with code 75."""
+
+    def on_stall(message: str) -> None:
+        from jaxrl_llm.training.watchdog import exit_stalled
+
+        done = int(os.environ.get(STALL_RESTARTS_ENV, "0"))
+        if done >= max_restarts:
+            return exit_stalled(message)
+        print(
+            f"\nwarning: {message}\nRestarting with --resume ({done + 1} of {max_restarts}).", file=sys.stderr
+        )
+        sys.stderr.flush()
+        os.environ[STALL_RESTARTS_ENV] = str(done + 1)
+        args = argv if "--resume" in argv else [*argv, "--resume"]
+        os.execv(sys.executable, [sys.executable, "-m", "jaxrl_llm.cli", *args])
+
+    return on_stall
 
 
 def _train(name: str, make_functions: Callable[[], object], config, run: RunOptions) -> None:
@@ -92,6 +120,7 @@ def _train(name: str, make_functions: Callable[[], object], config, run: RunOpti
         overwrite=run.overwrite,
         allow_changes=run.allow_changes,
         stall_seconds=run.stall_seconds,
+        on_stall=restart_after_stall(_command_line, run.stall_restarts),
     )
     print(f"wrote {run.out}/metrics.csv, learning_curve.png, tb/ and checkpoints/")
 
@@ -132,7 +161,12 @@ COMMANDS = {
 }
 
 
+_command_line: list[str] = []  # this invocation's arguments, for a restart after a stall
+
+
 def main(argv: list[str] | None = None) -> None:
+    global _command_line
+    _command_line = list(sys.argv[1:] if argv is None else argv)
     try:
         tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="jaxrl-llm")
     except (IncompatibleRunError, NonFiniteLossError, ValueError, FileNotFoundError) as error:

@@ -68,3 +68,20 @@ def test_unwritable_out_fails_before_building_anything(tmp_path, capsys, monkeyp
         cli.main(["ppo", "--out", str(tmp_path / "file" / "run")])
     assert exit_info.value.code == 2
     assert "cannot write to the output directory" in capsys.readouterr().err
+
+
+def test_a_stall_restarts_the_same_command_with_resume_then_gives_up(monkeypatch, capsys):
+    from jaxrl_llm.training import watchdog
+
+    execs, exits = [], []
+    monkeypatch.setattr(cli.os, "execv", lambda path, args: execs.append(args))
+    monkeypatch.setattr(watchdog, "exit_stalled", exits.append)
+    monkeypatch.delenv(cli.STALL_RESTARTS_ENV, raising=False)
+    on_stall = cli.restart_after_stall(["ppo", "--out", "runs/x"], max_restarts=2)
+    on_stall("stalled at update 7")
+    on_stall("stalled at update 9")
+    assert [a[-4:] for a in execs] == [["ppo", "--out", "runs/x", "--resume"]] * 2
+    assert execs[0][:3] == [sys.executable, "-m", "jaxrl_llm.cli"] and exits == []
+    assert "Restarting with --resume (2 of 2)" in capsys.readouterr().err
+    on_stall("stalled at update 11")  # the third stall in a row: exit with the message
+    assert exits == ["stalled at update 11"] and len(execs) == 2

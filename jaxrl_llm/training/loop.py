@@ -25,7 +25,7 @@ from jaxrl_llm.errors import NonFiniteLossError, TrainingInterrupted
 from jaxrl_llm.training.checkpoint import CheckpointStore
 from jaxrl_llm.training.metrics import CURVE_FILE, METRICS_FILE, MetricsWriter, plot_learning_curve
 from jaxrl_llm.training.run_dir import prepare_run_dir
-from jaxrl_llm.training.watchdog import StallWatchdog
+from jaxrl_llm.training.watchdog import StallWatchdog, exit_stalled
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ def run(
     overwrite: bool = False,
     allow_changes: tuple[str, ...] = (),
     stall_seconds: float = 120.0,
+    on_stall: Callable[[str], None] = exit_stalled,
 ) -> Any:
     """Runs `fns` to `num_updates`, writing under `out_dir`.
 
@@ -115,8 +116,10 @@ def run(
     since the last one, whichever comes first, and at the end; so a killed LM run,
     whose updates take minutes, loses at most one update.
 
-    On the CPU backend a `StallWatchdog` ends the process (exit code 75, message
-    naming --resume) when a wait on XLA makes no progress for `stall_seconds`.
+    On the CPU backend a `StallWatchdog` calls `on_stall(message)` when a wait on XLA
+    makes no progress for `stall_seconds`; by default it prints the message (which
+    names --resume) and exits with code 75. Everything up to the last checkpoint is
+    on disk then, and nothing is being written.
 
     Raises:
       IncompatibleRunError: see `prepare_run_dir` (`resume`, `overwrite`, `allow_changes`).
@@ -148,7 +151,7 @@ def run(
             )
     writer = None  # opened on the first chunk, once the metric names are known
     run_chunk = _chunk_runner(fns, 1 if fns.host_update else checkpoint_every)
-    watchdog = StallWatchdog(stall_seconds if jax.default_backend() == "cpu" else None)
+    watchdog = StallWatchdog(stall_seconds if jax.default_backend() == "cpu" else None, on_stall)
     bar = tqdm(
         total=fns.num_updates * fns.frames_per_update,
         initial=start * fns.frames_per_update,
