@@ -65,6 +65,8 @@ class Args:
     """How many times a stalled job is tried before the experiment gives up."""
     job: str = ""
     """Internal: 'TASK|METHOD|NPZ' runs one training job in this process."""
+    repeats: int = 1
+    """With --job: execute the compiled program this many times (a stress test of XLA:CPU)."""
 
 
 def method_configs(task: Task, frames: int, seed: int) -> dict[str, object]:
@@ -97,8 +99,11 @@ def method_configs(task: Task, frames: int, seed: int) -> dict[str, object]:
     }
 
 
-def train_seeds(config, num_seeds: int, watchdog: StallWatchdog = StallWatchdog(None)):
-    """Trains `num_seeds` seeds in one vmapped program; returns success curves and timing."""
+def train_seeds(config, num_seeds: int, watchdog: StallWatchdog = StallWatchdog(None), repeats: int = 1):
+    """Trains `num_seeds` seeds in one vmapped program; returns success curves and timing.
+
+    `repeats` > 1 executes the compiled program that many times (same result each time):
+    the stress test of XLA:CPU's stall uses it, the timing is the last execution's."""
     module = ppo if isinstance(config, ppo.PPOConfig) else group_rl
     fns = module.make_train_functions(config)
     train = jax.jit(jax.vmap(module.make_train(config)))
@@ -106,13 +111,17 @@ def train_seeds(config, num_seeds: int, watchdog: StallWatchdog = StallWatchdog(
     start = time.perf_counter()
     compiled = train.lower(keys).compile()
     compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    with watchdog.waiting(
-        f"the training program stalled (XLA CPU runtime, no CPU use for {watchdog.stall_seconds:.0f} s)"
-    ):
-        _, metrics = compiled(keys)
-        success = np.asarray(jax.device_get(metrics["episode_return_mean"]))  # 0/1 rewards: success rate
-    run_s = time.perf_counter() - start
+    for execution in range(1, repeats + 1):
+        start = time.perf_counter()
+        with watchdog.waiting(
+            f"execution {execution}: the training program stalled "
+            f"(XLA CPU runtime, no CPU use for {watchdog.stall_seconds:.0f} s)"
+        ):
+            _, metrics = compiled(keys)
+            success = np.asarray(jax.device_get(metrics["episode_return_mean"]))  # 0/1 rewards: success
+        run_s = time.perf_counter() - start
+        if repeats > 1:
+            print(f"execution {execution} of {repeats}: {run_s:.1f} s", flush=True)
     frames = np.arange(1, fns.num_updates + 1) * fns.frames_per_update
     return frames, success, compile_s, run_s
 
@@ -204,7 +213,9 @@ def run_job(args: Args) -> None:
     """One (task, method) job: trains the seeds and saves curves and timings to an npz."""
     task_name, method, npz = args.job.split("|")
     config = method_configs(TASKS[task_name], args.frames, seed=0)[method]
-    frames, success, compile_s, run_s = train_seeds(config, args.seeds, StallWatchdog(args.stall_seconds))
+    frames, success, compile_s, run_s = train_seeds(
+        config, args.seeds, StallWatchdog(args.stall_seconds), args.repeats
+    )
     np.savez(npz, frames=frames, success=success, compile_s=compile_s, run_s=run_s)
 
 

@@ -10,12 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_llm.models.distributions import Categorical, DiagGaussian
+from jaxrl_llm.models.initializers import orthogonal
 
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu}
 
 
 class MLP(nn.Module):
-    """Dense layers with orthogonal init; the last layer has gain `output_gain`."""
+    """Dense layers with orthogonal init (LAPACK-free, see `initializers`); the last layer has
+    gain `output_gain`."""
 
     hidden_sizes: Sequence[int]
     output_size: int
@@ -26,8 +28,8 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         act = _ACTIVATIONS[self.activation]
         for width in self.hidden_sizes:
-            x = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
-        return nn.Dense(self.output_size, kernel_init=nn.initializers.orthogonal(self.output_gain))(x)
+            x = act(nn.Dense(width, kernel_init=orthogonal(np.sqrt(2)))(x))
+        return nn.Dense(self.output_size, kernel_init=orthogonal(self.output_gain))(x)
 
 
 class ActorCritic(nn.Module):
