@@ -78,6 +78,7 @@ def ours_config(args):
         max_grad_norm=MAX_GRAD_NORM,
         format_reward_weight=FORMAT_WEIGHT,
         micro_batch_size=args.group,  # the same micro-batch as TRL's per-device batch
+        remat=False,  # TRL keeps activations too (like for like)
         model_overrides=dict(item.split("=", 1) for item in args.ours_overrides),
     )
 

