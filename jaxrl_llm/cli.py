@@ -46,7 +46,10 @@ class RunOptions:
     checkpoint_every: int = 25
     """Save a checkpoint at least every this many updates..."""
     checkpoint_seconds: float = 120.0
-    """...and whenever this many seconds have passed since the last one."""
+    """...whenever this many seconds have passed since the last one..."""
+    checkpoint_overhead: float = 0.2
+    """...and as soon as saving would cost at most this fraction of the run time (0: off); LM
+    runs, whose updates take far longer than a save, are thus saved after every update."""
     keep_checkpoints: int = 3
     """How many of the latest checkpoints to keep."""
     progress: bool = True
@@ -117,6 +120,7 @@ def _train(name: str, make_functions: Callable[[], object], config, run: RunOpti
         progress=run.progress,
         title=f"{DISPLAY_NAMES[name]} on {subject} (seed {config.seed})",
         checkpoint_seconds=run.checkpoint_seconds,
+        checkpoint_overhead=run.checkpoint_overhead,
         overwrite=run.overwrite,
         allow_changes=run.allow_changes,
         stall_seconds=run.stall_seconds,

@@ -101,6 +101,7 @@ def run(
     title: str = "",
     *,
     checkpoint_seconds: float = 120.0,
+    checkpoint_overhead: float = 0.2,
     overwrite: bool = False,
     allow_changes: tuple[str, ...] = (),
     stall_seconds: float = 120.0,
@@ -111,10 +112,13 @@ def run(
     Writes `config.json`, `metrics.csv` (one row per update: `step`, `frames` and the
     algorithm's metrics), TensorBoard events in `tb/`, orbax checkpoints in
     `checkpoints/` and `learning_curve.png`. Jittable algorithms run `checkpoint_every`
-    updates per compiled chunk; host-driven ones one update at a time. A checkpoint is
-    saved after `checkpoint_every` updates or once `checkpoint_seconds` have passed
-    since the last one, whichever comes first, and at the end; so a killed LM run,
-    whose updates take minutes, loses at most one update.
+    updates per compiled chunk; host-driven ones one update at a time. A new run saves
+    its initial state; then a checkpoint is saved after `checkpoint_every` updates, once
+    `checkpoint_seconds` have passed since the last one, or as soon as the time since the
+    last one is `1 / checkpoint_overhead` times what that save took (so saving costs at
+    most that fraction of the run, 0 turns this rule off), and at the end. An LM run,
+    whose updates take far longer than a save, is thus saved after every update: a
+    kill loses at most one.
 
     On the CPU backend a `StallWatchdog` calls `on_stall(message)` when a wait on XLA
     makes no progress for `stall_seconds`; by default it prints the message (which
@@ -162,6 +166,16 @@ def run(
         mininterval=0 if fns.host_update else 0.1,  # host updates are slow: show every one
     )
     update = saved = start
+    save_seconds = math.inf
+
+    def save(step: int) -> None:
+        nonlocal saved, saved_at, save_seconds
+        began = time.monotonic()
+        store.save(step, state)
+        saved, saved_at, save_seconds = step, time.monotonic(), time.monotonic() - began
+
+    if not start:
+        save(0)  # what a resume falls back to, and how long a save takes
     saved_at = time.monotonic()
     last_progress = math.nan
     try:
@@ -190,10 +204,14 @@ def run(
                     last_progress = row[fns.progress_metric]
             state = new_state
             update += length
-            due = update - saved >= checkpoint_every or time.monotonic() - saved_at >= checkpoint_seconds
+            since = time.monotonic() - saved_at
+            due = (
+                update - saved >= checkpoint_every
+                or since >= checkpoint_seconds
+                or (checkpoint_overhead > 0 and since * checkpoint_overhead >= save_seconds)
+            )
             if due or update == fns.num_updates:
-                store.save(update, state)
-                saved, saved_at = update, time.monotonic()
+                save(update)
             writer.flush()
             seconds = time.perf_counter() - chunk_start
             bar.set_postfix(
@@ -206,7 +224,7 @@ def run(
             bar.update(length * fns.frames_per_update)
     except KeyboardInterrupt:
         if update > saved:
-            store.save(update, state)
+            save(update)
         raise TrainingInterrupted(update, out_dir) from None
     finally:
         bar.close()

@@ -1,5 +1,7 @@
 """A toy algorithm for the host-loop tests: the state counts updates."""
 
+import time
+
 import jax.numpy as jnp
 
 from jaxrl_llm.training import TrainFunctions
@@ -11,15 +13,18 @@ def counting_functions(
     host_update: bool = False,
     raise_at: int | None = None,
     error: type[BaseException] = RuntimeError,
+    update_seconds: float = 0.0,
 ) -> TrainFunctions:
     """The loss turns NaN at update `nan_at`; a host-driven update `raise_at` raises `error`
-    (a crash, or KeyboardInterrupt for Ctrl-C)."""
+    (a crash, or KeyboardInterrupt for Ctrl-C) and each takes `update_seconds` (sleeping)."""
 
     def init(key):
         return {"count": jnp.zeros((), jnp.int32), "w": jnp.ones(3)}
 
     def update(state):
         count = state["count"] + 1
+        if update_seconds:
+            time.sleep(update_seconds)
         if raise_at is not None and int(count) == raise_at:
             raise error(f"injected at update {raise_at}")
         loss = jnp.where(count == (nan_at or -1), jnp.nan, 1.0 / count)

@@ -19,6 +19,7 @@ def host_run(out, raise_at=None, error=RuntimeError, checkpoint_seconds=1e9, pro
         seed=0,
         checkpoint_every=25,
         checkpoint_seconds=checkpoint_seconds,
+        checkpoint_overhead=0.0,
         progress=progress,
     )
 
@@ -26,10 +27,27 @@ def host_run(out, raise_at=None, error=RuntimeError, checkpoint_seconds=1e9, pro
 def test_time_based_checkpoints_lose_at_most_one_update(tmp_path):
     with pytest.raises(RuntimeError):
         host_run(tmp_path / "by_count", raise_at=4)
-    assert CheckpointStore(tmp_path / "by_count" / "checkpoints").latest_step() is None
+    assert CheckpointStore(tmp_path / "by_count" / "checkpoints").latest_step() == 0  # the initial state
     with pytest.raises(RuntimeError):
         host_run(tmp_path / "by_time", raise_at=4, checkpoint_seconds=0.0)
     assert CheckpointStore(tmp_path / "by_time" / "checkpoints").latest_step() == 3
+
+
+def test_slow_updates_are_saved_every_update(tmp_path):
+    """Updates that take far longer than a save (LM training) are each checkpointed."""
+    fns = counting_functions(num_updates=6, host_update=True, raise_at=4, update_seconds=1.0)
+    with pytest.raises(RuntimeError):
+        run(
+            fns,
+            {"algorithm": "count"},
+            tmp_path,
+            seed=0,
+            checkpoint_every=25,
+            checkpoint_seconds=1e9,
+            checkpoint_overhead=0.2,
+            progress=False,
+        )
+    assert CheckpointStore(tmp_path / "checkpoints").latest_step() == 3
 
 
 def test_progress_bar_advances_every_host_update(tmp_path, capsys):

@@ -20,6 +20,7 @@ def resume_counting(out, resume, raise_at=None):
         resume=resume,
         checkpoint_every=5,
         checkpoint_seconds=1e9,
+        checkpoint_overhead=0.0,
         progress=False,
     )
 
