@@ -58,7 +58,7 @@ class Args:
     out: Path = HERE
     stall_seconds: float = 120.0
     """A job whose XLA program waits this long with the CPU idle has stalled (a known jaxlib
-    lost wake-up): it exits with code 75 and is restarted."""
+    thread-pool deadlock): it exits with code 75 and is restarted."""
     job_timeout: float = 1800.0
     """Backstop: a job still running after this many seconds is killed and restarted."""
     job_attempts: int = 3

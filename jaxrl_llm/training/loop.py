@@ -146,7 +146,7 @@ def run(
         if start:
             state = store.restore(start, state)
         else:
-            print(f"{out_dir} has no checkpoint yet: starting from update 0.", file=sys.stderr)
+            print(f"{out_dir}: no update was checkpointed yet; starting from update 0.", file=sys.stderr)
         if start >= fns.num_updates:
             print(
                 f"{out_dir} is already at update {start} of {fns.num_updates}; "
@@ -184,7 +184,7 @@ def run(
             chunk_start = time.perf_counter()
             stall_message = (
                 f"updates {update + 1}-{update + length} made no progress for {stall_seconds:.0f} s with "
-                "the CPU idle: the XLA CPU runtime stalled (a lost wake-up in jaxlib). "
+                "the CPU idle: the XLA CPU runtime stalled (its thread pool can deadlock in jaxlib 0.10). "
                 f"Everything up to the last checkpoint (update {saved}) is saved in {out_dir}; "
                 "rerun the same command with --resume to continue."
             )
@@ -250,7 +250,7 @@ def _check_finite(losses: np.ndarray, first_update: int, last_checkpoint: int | 
         saved = (
             f"the last good checkpoint (update {last_checkpoint}) is intact"
             if last_checkpoint
-            else "no checkpoint was saved before it, so --resume starts from update 0"
+            else "no update was checkpointed before it, so --resume starts from update 0"
         )
         raise NonFiniteLossError(
             f"The loss became {losses[bad[0]]} at update {first_update + int(bad[0]) + 1}. "

@@ -1,9 +1,10 @@
 """A host-side watchdog for waits on XLA:CPU that never end.
 
-jaxlib 0.10.2's CPU runtime can lose a wake-up: the host blocks in `device_get`
-forever while every XLA worker thread waits for work, so the process uses no CPU
-at all. A long computation, a compile or a busy machine all still burn CPU time in
-this process. So the watchdog measures the process's CPU time (all threads) while
+jaxlib 0.10.2's CPU runtime can deadlock its intra-op thread pool (batched LAPACK
+calls block pool threads waiting for tasks queued on the same pool; `models.initializers`
+removes the one we had): the host then blocks in `device_get` forever while no thread
+runs, so the process uses no CPU at all. A long computation, a compile or a busy machine
+all still burn CPU time in this process. So the watchdog measures the process's CPU time (all threads) while
 the host waits on the device: if less than `min_cpu_fraction` of the wall time of
 the last `stall_seconds` was spent computing, the wait has stalled, and `on_stall`
 runs (by default: print the caller's message and exit with `EXIT_STALLED`).

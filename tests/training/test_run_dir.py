@@ -67,7 +67,7 @@ def test_nan_advice_works_as_printed(tmp_path):
         run_counting(tmp_path, 8, nan_at=3)
     message = str(error.value)
     assert "update 3" in message and "None" not in message
-    assert "no checkpoint was saved" in message and "--resume --allow-changes learning_rate" in message
+    assert "no update was checkpointed" in message and "--resume --allow-changes learning_rate" in message
     with pytest.raises(
         IncompatibleRunError, match="(?s)learning_rate: stored 1.0, now 0.5.*--allow-changes learning_rate"
     ):

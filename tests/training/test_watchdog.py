@@ -45,7 +45,7 @@ def test_a_stalled_run_exits_with_a_message_naming_resume(tmp_path):
 
         def update(state):
             if int(state["count"]) == 2:
-                time.sleep(60)  # what a lost wake-up looks like: blocked, CPU idle
+                time.sleep(60)  # what a deadlocked XLA:CPU pool looks like: blocked, CPU idle
             metrics = {{"loss": jnp.float32(0.0), "episode_return_mean": jnp.float32(0.0)}}
             return {{"count": state["count"] + 1}}, metrics
 
