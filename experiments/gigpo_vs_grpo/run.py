@@ -99,12 +99,13 @@ def method_configs(task: Task, frames: int, seed: int) -> dict[str, object]:
     }
 
 
-def train_seeds(config, num_seeds: int, watchdog: StallWatchdog = StallWatchdog(None), repeats: int = 1):
+def train_seeds(config, num_seeds: int, watchdog: StallWatchdog | None = None, repeats: int = 1):
     """Trains `num_seeds` seeds in one vmapped program; returns success curves and timing.
 
     `repeats` > 1 executes the compiled program that many times (same result each time):
     the stress test of XLA:CPU's stall uses it, the timing is the last execution's."""
     module = ppo if isinstance(config, ppo.PPOConfig) else group_rl
+    watchdog = watchdog or StallWatchdog(None)  # disabled
     fns = module.make_train_functions(config)
     train = jax.jit(jax.vmap(module.make_train(config)))
     keys = jax.random.split(jax.random.PRNGKey(config.seed), num_seeds)

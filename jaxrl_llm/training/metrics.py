@@ -8,6 +8,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from jaxrl_llm.training.atomic_file import replacing
+
 METRICS_FILE = "metrics.csv"
 CURVE_FILE = "learning_curve.png"
 
@@ -42,14 +44,10 @@ class MetricsWriter:
         one: a kill during the rewrite leaves the old file whole (never a truncated one)."""
         with self.path.open(newline="") as f:
             kept = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
+        with replacing(self.path, newline="") as f:
             writer = self._dict_writer(f)
             writer.writeheader()
             writer.writerows(kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
 
     def write(self, row: Mapping[str, float]) -> None:
         self._csv.writerow(row)

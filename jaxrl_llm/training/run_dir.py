@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxrl_llm.errors import IncompatibleRunError
+from jaxrl_llm.training.atomic_file import replacing
 
 CONFIG_FILE = "config.json"
 HISTORY_KEY = "history"
@@ -33,14 +33,9 @@ BUDGET_FIELDS = frozenset({"total_frames", "num_updates"})
 RUN_ARTIFACTS = frozenset({CONFIG_FILE, "metrics.csv", "learning_curve.png", "tb", "checkpoints"})
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replaces `path` by `text` so that a kill leaves either the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_config(path: Path, config: dict[str, Any]) -> None:
+    with replacing(path) as f:
+        f.write(json.dumps(config, indent=2, sort_keys=True))
 
 
 def check_writable(out_dir: Path) -> None:
@@ -62,7 +57,12 @@ def _config_changes(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, tu
 
 
 def _clear_run(out_dir: Path, entries: list[Path]) -> None:
-    foreign = sorted(p.name for p in entries if p.name not in RUN_ARTIFACTS and not p.name.startswith("."))
+    # a kill during an atomic rewrite can leave `<artifact>.tmp` behind: part of the run too
+    foreign = sorted(
+        p.name
+        for p in entries
+        if p.name.removesuffix(".tmp") not in RUN_ARTIFACTS and not p.name.startswith(".")
+    )
     if foreign:
         raise IncompatibleRunError(
             f"--overwrite refused: {out_dir} holds files that are not part of a run "
@@ -103,9 +103,7 @@ def prepare_run_dir(
                 "--overwrite to discard it, or choose another --out; nothing was changed."
             )
         _clear_run(out_dir, entries)
-        write_text_atomically(
-            config_path, json.dumps({**run_config, HISTORY_KEY: []}, indent=2, sort_keys=True)
-        )
+        _write_config(config_path, {**run_config, HISTORY_KEY: []})
         return {}
     if not config_path.exists():
         raise IncompatibleRunError(
@@ -132,7 +130,5 @@ def prepare_run_dir(
                 "changed": {k: {"from": a, "to": b} for k, (a, b) in changes.items()},
             },
         ]
-        write_text_atomically(
-            config_path, json.dumps({**run_config, HISTORY_KEY: history}, indent=2, sort_keys=True)
-        )
+        _write_config(config_path, {**run_config, HISTORY_KEY: history})
     return changes

@@ -25,7 +25,9 @@ def test_run_killed_before_its_first_checkpoint_is_not_overwritten(tmp_path):
 
 def test_overwrite_discards_the_old_run_but_never_foreign_files(tmp_path):
     run_counting(tmp_path, 3)
+    (tmp_path / "metrics.csv.tmp").write_text("left by a kill during a rewrite")
     state = run_counting(tmp_path, 2, overwrite=True)
+    assert not (tmp_path / "metrics.csv.tmp").exists()
     assert int(state["count"]) == 2
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.csv")] == [1, 2]
     assert CheckpointStore(tmp_path / "checkpoints").latest_step() == 2
