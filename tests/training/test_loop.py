@@ -99,3 +99,27 @@ def test_curve_axis_names_what_a_frame_is(tmp_path, monkeypatch):
     fns = dataclasses.replace(counting_functions(num_updates=2, host_update=True), frame_name="completion")
     run(fns, {"algorithm": "count"}, tmp_path, seed=0, progress=False)
     assert seen["x_label"] == "completions"
+
+
+def test_metrics_reach_disk_before_the_checkpoint_that_covers_them(tmp_path, monkeypatch):
+    """A SIGKILL right after a save must not leave the saved updates missing from metrics.csv."""
+    logged_at_save = {}
+    original_save = CheckpointStore.save
+
+    def recording_save(self, step, state):
+        rows = read_metrics(tmp_path / "run" / "metrics.csv") if step else []
+        logged_at_save[step] = [int(r["step"]) for r in rows]
+        original_save(self, step, state)
+
+    monkeypatch.setattr(CheckpointStore, "save", recording_save)
+    run(
+        counting_functions(num_updates=6, host_update=True),
+        {"algorithm": "count"},
+        tmp_path / "run",
+        seed=0,
+        checkpoint_every=2,
+        checkpoint_seconds=1e9,
+        checkpoint_overhead=0.0,
+        progress=False,
+    )
+    assert logged_at_save == {0: [], 2: [1, 2], 4: [1, 2, 3, 4], 6: [1, 2, 3, 4, 5, 6]}
