@@ -201,6 +201,7 @@ def prototype_run_steps(
             reward=reward,
             terminated=terminated,
             truncated=truncated,
+            success=jnp.zeros_like(terminated),  # CartPole has no notion of success
             log_prob=log_prob,
             next_obs=obs_st,
             episode_return=jnp.where(done, episode_return, 0.0),

@@ -84,7 +84,7 @@ def ours_config(args):
 
 
 def step_problems(args) -> list[list[dict]]:
-    """The problems our update i samples (same selection as `lm_grpo.make_train_functions`)."""
+    """The problems our update i samples (same selection as `lm_grpo.make_lm_grpo`'s collect)."""
     import numpy as np
 
     from jaxrl_llm.algorithms import lm_grpo
@@ -103,10 +103,11 @@ def worker_ours(args) -> dict:
     import jax
 
     from jaxrl_llm.algorithms import lm_grpo
+    from jaxrl_llm.training import compose
 
     started = time.perf_counter()
-    run = lm_grpo.setup(ours_config(args))
-    fns = lm_grpo.make_train_functions(run)
+    config = ours_config(args)
+    fns = compose(lm_grpo.make_lm_grpo(config, lm_grpo.setup(config)))
     state = fns.init(jax.random.PRNGKey(0))
     jax.block_until_ready(state)
     setup_s = time.perf_counter() - started
@@ -121,10 +122,14 @@ def worker_ours(args) -> dict:
             {
                 "seconds": seconds,
                 "tokens": tokens,
-                "reported_tokens_per_second": metrics["tokens_per_second"],
+                "reported_tokens_per_second": tokens / seconds,
                 "reward_mean": metrics["reward_mean"],
-                "loss": metrics.get("loss"),
-                "phases_s": {k: metrics[f"{k}_seconds"] for k in ("sample", "reference", "update")},
+                "loss": float(metrics["loss"]),
+                "phases_s": {
+                    "sample": metrics["sample_seconds"],
+                    "reference": metrics["reference_seconds"],
+                    "update": seconds - metrics["sample_seconds"] - metrics["reference_seconds"],
+                },
             }
         )
     extra = f", {' '.join(args.ours_overrides)}" if args.ours_overrides else ""

@@ -3,6 +3,7 @@
 jaxrl-llm ppo --env CartPole-v1 --seed 0 --out runs/ppo-cartpole
 jaxrl-llm ppo --out runs/ppo-cartpole --resume
 jaxrl-llm gigpo --env Maze-v0 --out runs/gigpo-maze
+jaxrl-llm ppo --cpu-devices 8 --parallel shard_map --num-envs 8 --out runs/ppo-8
 
 Only the configs are imported up front (they import no JAX), so `--help` and flag
 errors answer at once; JAX, the algorithms and transformers load when a command runs.
@@ -15,17 +16,17 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
 from jaxrl_llm.algorithms.configs.group_rl import GroupRLConfig
-from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig
+from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig, SFTConfig
 from jaxrl_llm.algorithms.configs.ppo import PPOConfig
 from jaxrl_llm.config import to_dict
 from jaxrl_llm.errors import IncompatibleRunError, NonFiniteLossError, TrainingInterrupted
 
-DISPLAY_NAMES = {"ppo": "PPO", "grpo": "GRPO", "gigpo": "GiGPO", "lm-grpo": "LM-GRPO"}
+DISPLAY_NAMES = {"ppo": "PPO", "grpo": "GRPO", "gigpo": "GiGPO", "lm-grpo": "LM-GRPO", "sft": "SFT"}
 EXIT_INTERRUPTED = 130  # the shell's code for a Ctrl-C
 
 
@@ -62,6 +63,12 @@ class RunOptions:
     then exits with code 75."""
     compile_cache: str = "~/.cache/jaxrl_llm/xla"
     """Persistent XLA compilation cache ('' disables it): later runs skip most of the compile."""
+    parallel: Literal["single", "shard_map", "pmap"] = "single"
+    """Data-parallel learning over all local devices: 'shard_map' (a Mesh) or 'pmap'; the numbers
+    equal 'single' (one device). Batch sizes must divide by the device count."""
+    cpu_devices: int = 0
+    """On a machine without accelerators, split the CPU into this many XLA devices (to try
+    --parallel); 0 keeps one."""
 
 
 def enable_compile_cache(directory: str) -> None:
@@ -101,17 +108,26 @@ def restart_after_stall(argv: list[str], max_restarts: int) -> Callable[[str], N
     return on_stall
 
 
-def _train(name: str, make_functions: Callable[[], object], config, run: RunOptions) -> None:
-    """Checks --out first (before minutes of model loading), then builds and runs the algorithm."""
-    from jaxrl_llm.training import run as run_training
-    from jaxrl_llm.training.run_dir import check_writable
+def use_cpu_devices(count: int) -> None:
+    """Splits the host CPU into `count` XLA devices; must run before JAX initialises."""
+    if count:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
 
-    check_writable(run.out)
+
+def _train(name: str, make_algorithm: Callable[[RunOptions], object], config, run: RunOptions) -> None:
+    """Prepares --out first (before minutes of model loading), then builds and runs the algorithm."""
+    use_cpu_devices(run.cpu_devices)
+    from jaxrl_llm.training import run as run_training
+    from jaxrl_llm.training.run_dir import prepare_run_dir
+
+    run_config = {"algorithm": name, **to_dict(config)}
+    prepare_run_dir(run.out, run_config, run.resume, overwrite=run.overwrite, allow_changes=run.allow_changes)
     enable_compile_cache(run.compile_cache)
     subject = getattr(config, "env", None) or config.model
     run_training(
-        make_functions(),
-        {"algorithm": name, **to_dict(config)},
+        make_algorithm(run),
+        run_config,
         run.out,
         seed=config.seed,
         resume=run.resume,
@@ -121,10 +137,10 @@ def _train(name: str, make_functions: Callable[[], object], config, run: RunOpti
         title=f"{DISPLAY_NAMES[name]} on {subject} (seed {config.seed})",
         checkpoint_seconds=run.checkpoint_seconds,
         checkpoint_overhead=run.checkpoint_overhead,
-        overwrite=run.overwrite,
-        allow_changes=run.allow_changes,
         stall_seconds=run.stall_seconds,
         on_stall=restart_after_stall(_command_line, run.stall_restarts),
+        parallel=run.parallel,
+        prepare_dir=False,
     )
     print(f"wrote {run.out}/metrics.csv, learning_curve.png, tb/ and checkpoints/")
 
@@ -133,7 +149,7 @@ def ppo(config: Annotated[PPOConfig, Flat], run: Annotated[RunOptions, Flat]) ->
     """Train PPO on a gymnax environment."""
     from jaxrl_llm.algorithms import ppo as ppo_lib
 
-    _train("ppo", lambda: ppo_lib.make_train_functions(config), config, run)
+    _train("ppo", lambda _: ppo_lib.make_ppo(config), config, run)
 
 
 def _group_command(algorithm: str):
@@ -143,7 +159,7 @@ def _group_command(algorithm: str):
     ) -> None:
         from jaxrl_llm.algorithms import group_rl
 
-        _train(algorithm, lambda: group_rl.make_train_functions(config), config, run)
+        _train(algorithm, lambda _: group_rl.make_group_rl(config), config, run)
 
     name = DISPLAY_NAMES[algorithm]
     command.__doc__ = f"Train {name} (critic-free group RL) on a multi-step gymnax environment."
@@ -153,8 +169,20 @@ def _group_command(algorithm: str):
 def lm_grpo_command(config: Annotated[LMGRPOConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
     """GRPO on a language model with verifiable rewards (arithmetic or GSM8K-format tasks)."""
     from jaxrl_llm.algorithms import lm_grpo
+    from jaxrl_llm.training.run_dir import WARMUP_DIR
 
-    _train("lm-grpo", lambda: lm_grpo.make_train_functions(lm_grpo.setup(config)), config, run)
+    def make(run: RunOptions):
+        loaded = lm_grpo.setup(config, warmup_dir=run.out / WARMUP_DIR, resume=run.resume)
+        return lm_grpo.make_lm_grpo(config, loaded)
+
+    _train("lm-grpo", make, config, run)
+
+
+def sft_command(config: Annotated[SFTConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
+    """Supervised next-token training of a language model on the task's answers."""
+    from jaxrl_llm.algorithms import lm_sft
+
+    _train("sft", lambda _: lm_sft.make_sft(config), config, run)
 
 
 COMMANDS = {
@@ -162,6 +190,7 @@ COMMANDS = {
     "grpo": _group_command("grpo"),
     "gigpo": _group_command("gigpo"),
     "lm-grpo": lm_grpo_command,
+    "sft": sft_command,
 }
 
 

@@ -60,9 +60,7 @@ def test_mistakes_exit_2_with_one_line(tmp_path, capsys, argv, message):
 def test_unwritable_out_fails_before_building_anything(tmp_path, capsys, monkeypatch):
     from jaxrl_llm.algorithms import ppo
 
-    monkeypatch.setattr(
-        ppo, "make_train_functions", lambda config: pytest.fail("built before checking --out")
-    )
+    monkeypatch.setattr(ppo, "make_ppo", lambda config: pytest.fail("built before checking --out"))
     (tmp_path / "file").write_text("")
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["ppo", "--out", str(tmp_path / "file" / "run")])

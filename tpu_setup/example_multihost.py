@@ -37,7 +37,8 @@ distributed.initialize()
 from jaxrl_llm import envs
 from jaxrl_llm.algorithms import ppo
 from jaxrl_llm.rollout import reset, run_steps
-from jaxrl_llm.training import TrainState, build_step, data_mesh
+from jaxrl_llm.training import build_step, data_mesh
+from jaxrl_llm.training.train_state import create as create_train_state
 
 
 def parse_args() -> argparse.Namespace:
@@ -85,7 +86,7 @@ def main() -> None:
     key, params_key = jax.random.split(key)
     obs, _ = env.reset(params_key, env_params)
     params = network.init(params_key, np.asarray(obs)[None])
-    state = TrainState(step=np.zeros((), np.int32), params=params, opt_state=tx.init(params))
+    state = create_train_state(params, tx)
     state = distributed.replicate_from_host(state, mesh)
 
     # Host-local rollout: own envs, own PRNG stream (folded with the process index).

@@ -106,7 +106,6 @@ def train_seeds(config, num_seeds: int, watchdog: StallWatchdog | None = None, r
     the stress test of XLA:CPU's stall uses it, the timing is the last execution's."""
     module = ppo if isinstance(config, ppo.PPOConfig) else group_rl
     watchdog = watchdog or StallWatchdog(None)  # disabled
-    fns = module.make_train_functions(config)
     train = jax.jit(jax.vmap(module.make_train(config)))
     keys = jax.random.split(jax.random.PRNGKey(config.seed), num_seeds)
     start = time.perf_counter()
@@ -123,7 +122,7 @@ def train_seeds(config, num_seeds: int, watchdog: StallWatchdog | None = None, r
         run_s = time.perf_counter() - start
         if repeats > 1:
             print(f"execution {execution} of {repeats}: {run_s:.1f} s", flush=True)
-    frames = np.arange(1, fns.num_updates + 1) * fns.frames_per_update
+    frames = np.arange(1, config.num_updates + 1) * config.frames_per_update
     return frames, success, compile_s, run_s
 
 

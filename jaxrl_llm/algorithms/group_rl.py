@@ -17,7 +17,6 @@ initial policy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -30,10 +29,13 @@ from jaxrl_llm import envs
 from jaxrl_llm.algorithms.configs.group_rl import GroupRLConfig
 from jaxrl_llm.losses import gigpo_advantages, group_advantages, policy_gradient_loss
 from jaxrl_llm.models import CategoricalPolicy
-from jaxrl_llm.rollout import Trajectory, grouped_rollout
-from jaxrl_llm.training import TrainFunctions, TrainState
+from jaxrl_llm.rollout import Trajectory, episode_success_rate, grouped_rollout
+from jaxrl_llm.training import Algorithm, TrainState
+from jaxrl_llm.training import make_train as make_train_from_algorithm
 from jaxrl_llm.training.gradient_steps import loss_norm_constant, repeated_gradient_steps
-from jaxrl_llm.training import make_train as make_train_from_functions
+from jaxrl_llm.training.optimizers import clipped_adam
+from jaxrl_llm.training.parallel import Mode
+from jaxrl_llm.training.train_state import create as create_train_state
 
 
 @struct.dataclass
@@ -49,10 +51,8 @@ class GroupBatch:
 
 
 @struct.dataclass
-class GroupRunnerState:
-    train_state: TrainState
-    ref_params: Any
-    key: jax.Array
+class GroupCollectState:
+    ref_params: Any  # the frozen initial policy, the KL's reference
 
 
 def make_policy_network(config: GroupRLConfig, env, env_params) -> CategoricalPolicy:
@@ -130,84 +130,80 @@ def group_policy_update(
     return state, metrics
 
 
-@dataclass(frozen=True)
-class GroupRLParts:
-    """The pieces a group-RL update is built from (also what tests and benchmarks reuse)."""
+def make_policy_sampler(network):
+    """The rollout policy: samples an action and keeps its log-prob."""
 
-    env: Any
-    env_params: Any
-    network: CategoricalPolicy
-    tx: optax.GradientTransformation
-
-    def policy(self, params, obs, key):
-        dist = self.network.apply(params, obs)
+    def policy(params, obs, key):
+        dist = network.apply(params, obs)
         action = dist.sample(key)
         return action, dist.log_prob(action), {}
 
+    return policy
 
-def make_parts(config: GroupRLConfig) -> GroupRLParts:
+
+def make_optimizer(config: GroupRLConfig) -> optax.GradientTransformation:
+    return clipped_adam(config.learning_rate, config.max_grad_norm)
+
+
+def make_group_rl(config: GroupRLConfig, policy: Any = None) -> Algorithm:
+    """GRPO or GiGPO (`config.algorithm`) as an `Algorithm`.
+
+    `collect` plays `num_groups x group_size` episodes, computes the advantages (whole
+    groups, before any split across devices) and the log-probs of the frozen initial
+    policy, which `collect_state` holds; `learn` is `group_policy_update`. `policy` is any
+    `init(key, obs) -> params`, `apply(params, obs) -> distribution` pair (default: an MLP).
+    """
     # the env's own step limit is the rollout length, so truncation flags agree with it
     env, env_params = envs.make_configured(config.env, config.env_kwargs, config.episode_steps)
-    network = make_policy_network(config, env, env_params)
-    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
-    return GroupRLParts(env, env_params, network, tx)
+    network = policy or make_policy_network(config, env, env_params)
+    tx = make_optimizer(config)
+    sample_policy = make_policy_sampler(network)
+    reports_success = envs.has_success(env)
 
+    def init(key: jax.Array) -> tuple[TrainState, GroupCollectState]:
+        params_key, obs_key = jax.random.split(key)
+        obs, _ = env.reset(obs_key, env_params)
+        params = network.init(params_key, jnp.asarray(obs)[None])
+        return create_train_state(params, tx), GroupCollectState(ref_params=params)
 
-def collect_group_batch(
-    key: jax.Array, params, ref_params, parts: GroupRLParts, config: GroupRLConfig
-) -> tuple[GroupBatch, dict[str, jax.Array]]:
-    """Grouped rollout -> advantages -> the `[N, T]` rows of one update, plus metrics."""
-    trajectory, group_ids = grouped_rollout(
-        key,
-        parts.env,
-        parts.env_params,
-        parts.policy,
-        params,
-        config.num_groups,
-        config.group_size,
-        config.episode_steps,
-    )
-    advantage, advantage_metrics = compute_advantages(trajectory, group_ids, config)
-    to_rows = lambda x: jnp.swapaxes(x, 0, 1)
-    obs, action = to_rows(trajectory.obs), to_rows(trajectory.action)
-    ref_log_prob = parts.network.apply(ref_params, obs).log_prob(action)
-    batch = GroupBatch(
-        obs, action, to_rows(trajectory.log_prob), ref_log_prob, advantage, to_rows(trajectory.valid)
-    )
-    episode_return = (trajectory.reward * trajectory.valid).sum(0)
-    metrics = {
-        **{k: jnp.asarray(v, jnp.float32) for k, v in advantage_metrics.items()},
-        "episode_return_mean": episode_return.mean(),
-        "success_rate": (episode_return > 0).mean(),
-        "episode_length_mean": trajectory.valid.sum(0).mean(),
-    }
-    return batch, metrics
-
-
-def make_train_functions(config: GroupRLConfig) -> TrainFunctions:
-    parts = make_parts(config)
-    update_fn = partial(group_policy_update, network=parts.network, tx=parts.tx, config=config)
-
-    def init(key):
-        key, params_key, obs_key = jax.random.split(key, 3)
-        obs, _ = parts.env.reset(obs_key, parts.env_params)
-        params = parts.network.init(params_key, jnp.asarray(obs)[None])
-        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=parts.tx.init(params))
-        return GroupRunnerState(state, params, key)
-
-    def update(runner: GroupRunnerState):
-        key, rollout_key, update_key = jax.random.split(runner.key, 3)
-        batch, rollout_metrics = collect_group_batch(
-            rollout_key, runner.train_state.params, runner.ref_params, parts, config
+    def collect(state: GroupCollectState, params, key: jax.Array):
+        trajectory, group_ids = grouped_rollout(
+            key,
+            env,
+            env_params,
+            sample_policy,
+            params,
+            config.num_groups,
+            config.group_size,
+            config.episode_steps,
         )
-        train_state, metrics = update_fn(runner.train_state, batch, update_key)
-        return GroupRunnerState(train_state, runner.ref_params, key), {**rollout_metrics, **metrics}
+        advantage, advantage_metrics = compute_advantages(trajectory, group_ids, config)
+        to_rows = lambda x: jnp.swapaxes(x, 0, 1)
+        obs, action = to_rows(trajectory.obs), to_rows(trajectory.action)
+        ref_log_prob = network.apply(state.ref_params, obs).log_prob(action)
+        batch = GroupBatch(
+            obs, action, to_rows(trajectory.log_prob), ref_log_prob, advantage, to_rows(trajectory.valid)
+        )
+        episode_return = (trajectory.reward * trajectory.valid).sum(0)
+        metrics = {
+            **{k: jnp.asarray(v, jnp.float32) for k, v in advantage_metrics.items()},
+            "episode_return_mean": episode_return.mean(),
+            "episode_length_mean": trajectory.valid.sum(0).mean(),
+        }
+        if reports_success:  # the environment says what success is (reaching the goal, ...)
+            metrics["success_rate"] = episode_success_rate(trajectory)
+        return state, batch, metrics
 
-    return TrainFunctions(
-        init, update, config.num_updates, config.frames_per_update, progress_metric="success_rate"
+    return Algorithm(
+        init,
+        collect,
+        partial(group_policy_update, network=network, tx=tx, config=config),
+        config.num_updates,
+        config.frames_per_update,
+        progress_metric="success_rate" if reports_success else "episode_return_mean",
     )
 
 
-def make_train(config: GroupRLConfig):
-    """`train(key) -> (final state, metrics [num_updates])`, jittable and vmappable over keys."""
-    return make_train_from_functions(make_train_functions(config))
+def make_train(config: GroupRLConfig, parallel: Mode = "single"):
+    """`train(key) -> (final LoopState, metrics [num_updates])`, jittable and vmappable over keys."""
+    return make_train_from_algorithm(make_group_rl(config), parallel)

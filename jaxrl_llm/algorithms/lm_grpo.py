@@ -1,12 +1,12 @@
 """GRPO on language models: prompts -> G sampled completions -> verifiable rewards ->
 group advantages -> the GRPO-family clipped loss with a KL to a frozen reference.
 
-The sampler and the gradient step are jitted; rewards are Python functions of the
-completion text (exact-match answers, format checks), so the host drives each update
-(`TrainFunctions(host_update=True)`) and the same `training.run` loop checkpoints,
-resumes and logs. The gradient step is written on a per-device batch and compiled by
-`training.build_step`, so it runs data-parallel (`shard_map`/`pmap`) unchanged; each
-device holds whole groups because advantages are computed before the step.
+`make_lm_grpo(config)` is the algorithm (see `training.algorithm`). The sampler and the
+gradient step are jitted; rewards are Python functions of the completion text
+(exact-match answers, format checks), so `collect` runs on the host each update and the
+same `training.run` loop checkpoints, resumes and logs. The gradient step is written on a
+per-device batch, so it runs data-parallel (`shard_map`/`pmap`) unchanged; each device
+holds whole groups because advantages are computed before the step.
 
 Full fine-tuning trains every parameter; `lora_rank > 0` trains low-rank adapters on
 the attention and MLP projections and keeps the base weights frozen, which are also
@@ -15,10 +15,11 @@ the reference policy.
 
 from __future__ import annotations
 
-import sys
+import dataclasses
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -28,17 +29,20 @@ import optax
 from flax import struct
 
 from jaxrl_llm import data
-from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig  # the config lives there (no JAX imports)
-from jaxrl_llm.algorithms.lm_sft import supervised_finetune
+from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig, LMTaskConfig, SFTConfig
+from jaxrl_llm.algorithms.lm_sft import make_sft
+from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model, load_problems
+from jaxrl_llm.config import to_dict
 from jaxrl_llm.data.problems import encode_prompts
 from jaxrl_llm.losses import group_advantages, policy_gradient_loss
-from jaxrl_llm.models.checkpoints import load
-from jaxrl_llm.models.llama import count_params
 from jaxrl_llm.models.logprobs import completion_logprobs_and_entropy
 from jaxrl_llm.models.lora import apply_lora, lora_init
 from jaxrl_llm.models.tokenizer import stop_token_ids
 from jaxrl_llm.rollout.sampling import generate
-from jaxrl_llm.training import TrainFunctions, TrainState, build_step
+from jaxrl_llm.training import Algorithm, TrainState, train_on_host
+from jaxrl_llm.training import run as run_training
+from jaxrl_llm.training.optimizers import clipped_adam
+from jaxrl_llm.training.train_state import create as create_train_state
 from jaxrl_llm.training.gradient_steps import (
     loss_norm_constant,
     microbatch_norm_constant,
@@ -60,9 +64,7 @@ class CompletionBatch:
 
 
 @struct.dataclass
-class LMRunnerState:
-    train_state: TrainState  # params: full model params, or LoRA adapters
-    key: jax.Array
+class LMCollectState:
     update: jax.Array  # int32 count of finished updates (selects the prompts: resumable)
 
 
@@ -78,22 +80,6 @@ class LMGRPO:
     stop_tokens: tuple[int, ...]
 
 
-def _parse_overrides(overrides: dict[str, str]) -> dict[str, Any]:
-    parsed = {}
-    for key, value in overrides.items():
-        low = str(value).lower()
-        parsed[key] = {"true": True, "false": False}.get(low, value)
-    return parsed
-
-
-def load_problems(config: LMGRPOConfig) -> list:
-    if config.task == "gsm8k":
-        return data.read_gsm8k_jsonl(config.data_path or data.GSM8K_SAMPLE_FILE)
-    return data.generate_problems(
-        np.random.default_rng(config.seed), 4096, tuple(config.arithmetic_kinds), config.max_operand
-    )
-
-
 def setup(
     config: LMGRPOConfig,
     params=None,
@@ -102,39 +88,57 @@ def setup(
     problems=None,
     *,
     verbose: bool = True,
+    warmup_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> LMGRPO:
-    """Loads the model (unless given, e.g. after supervised warm-up) and the task.
+    """Loads the model (unless given) and the task, then runs the supervised warm-up if
+    `config.sft_warmup_steps`.
 
-    `verbose` reports the model load on stderr and shows the supervised warm-up's progress
-    bar: both take minutes for a 135M model on a CPU, before the training bar appears.
+    With `warmup_dir` the warm-up is a checkpointed SFT run there, so `resume` restores its
+    result instead of training again; without, it runs in memory. `verbose` reports the model
+    load on stderr and shows the warm-up's progress bar (minutes for a 135M model on a CPU).
     """
-    say = partial(print, file=sys.stderr, flush=True) if verbose else lambda *args: None
     if params is None:
-        say(f"loading {config.model} ...")
-        started = time.perf_counter()
-        params, model_config, tokenizer = load(
-            config.model, key=jax.random.key(config.seed), **_parse_overrides(config.model_overrides)
-        )
-        seconds, millions = time.perf_counter() - started, count_params(params) / 1e6
-        say(f"loaded {config.model} in {seconds:.1f} s ({millions:.1f}M parameters)")
+        loaded = load_model(config, verbose)
+        params, model_config, tokenizer = loaded.params, loaded.model_config, loaded.tokenizer
     if tokenizer is None:
         raise ValueError(f"model {config.model!r} came without a tokenizer; pass tokenizer= to setup().")
     problems = list(problems) if problems is not None else load_problems(config)
     if config.sft_warmup_steps:
-        params, _ = supervised_finetune(
-            params,
-            model_config,
-            tokenizer,
-            problems,
-            steps=config.sft_warmup_steps,
-            batch_size=32,
-            learning_rate=1e-3,
-            seed=config.seed,
-            max_prompt_tokens=config.max_prompt_tokens,
-            max_target_tokens=config.max_new_tokens,
-            progress=verbose,
-        )
+        params = warm_up(config, LoadedModel(params, model_config, tokenizer), problems, verbose, warmup_dir, resume)
     return LMGRPO(config, model_config, tokenizer, params, problems, stop_token_ids(tokenizer))
+
+
+def warmup_config(config: LMGRPOConfig) -> SFTConfig:
+    """The SFT run of the warm-up: the task's answers, `sft_warmup_steps` Adam steps at 1e-3."""
+    task = {f.name: getattr(config, f.name) for f in dataclasses.fields(LMTaskConfig)}
+    return SFTConfig(
+        **task,
+        num_updates=config.sft_warmup_steps,
+        batch_size=32,
+        learning_rate=1e-3,
+        max_target_tokens=config.max_new_tokens,
+    )
+
+
+def warm_up(config, loaded: LoadedModel, problems, verbose: bool, out_dir=None, resume: bool = False):
+    """The supervised warm-up's final parameters (see `setup`)."""
+    sft_config = warmup_config(config)
+    algorithm = make_sft(sft_config, loaded, problems, verbose=verbose)
+    key = jax.random.PRNGKey(config.seed)
+    if out_dir is None:
+        state, _ = train_on_host(algorithm, key, progress=verbose, description="supervised warm-up")
+    else:
+        state = run_training(
+            algorithm,
+            {"algorithm": "sft", **to_dict(sft_config)},
+            out_dir,
+            seed=config.seed,
+            resume=resume and Path(out_dir).exists(),
+            progress=verbose,
+            title=f"supervised warm-up of {config.model}",
+        )
+    return state.train_state.params
 
 
 def effective_params(run: LMGRPO, trainable):
@@ -142,7 +146,7 @@ def effective_params(run: LMGRPO, trainable):
 
 
 def make_optimizer(config: LMGRPOConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
+    return clipped_adam(config.learning_rate, config.max_grad_norm)
 
 
 LOGPROB_CHUNK = 32
@@ -224,21 +228,22 @@ def reference_log_probs(
 
 
 def grpo_step(
-    state: tuple[TrainState, Any],
+    train_state: TrainState,
     batch: CompletionBatch,
     key: jax.Array,
     axis_name: str | None = None,
     *,
+    frozen: Any,
     run: LMGRPO,
     tx: optax.GradientTransformation,
-) -> tuple[tuple[TrainState, Any], dict[str, jax.Array]]:
+) -> tuple[TrainState, dict[str, jax.Array]]:
     """`update_epochs` gradient steps of the GRPO-family loss on one batch of completions.
 
-    `state` is `(train_state, base_params)`: the frozen base travels as an argument
-    (never as a compiled-in constant) and comes back unchanged.
+    `frozen` is the base model (the reference policy and, with LoRA, the adapted weights): an
+    argument of the compiled step, never a compiled-in constant.
     """
     del key
-    train_state, base_params = state
+    base_params = frozen
     config = run.config
     rows, completion_len = batch.completion_mask.shape
     prompt_len = batch.tokens.shape[1] - completion_len
@@ -266,10 +271,9 @@ def grpo_step(
         )
         return loss, {**metrics, "loss": loss}
 
-    train_state, metrics = repeated_gradient_steps(
+    return repeated_gradient_steps(
         train_state, loss_fn, tx, config.update_epochs, axis_name, batch=batch, num_microbatches=slices
     )
-    return (train_state, base_params), metrics
 
 
 def rewards_of(run: LMGRPO, completions: list[str], answers: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -292,10 +296,22 @@ def completion_width(config: LMGRPOConfig, completion_mask: np.ndarray) -> int:
     return min(config.max_new_tokens, -(-longest // config.length_bucket) * config.length_bucket)
 
 
-def make_train_functions(run: LMGRPO) -> TrainFunctions:
-    config, model_config = run.config, run.model_config
-    tx = make_optimizer(config)
-    step = build_step(partial(grpo_step, run=run, tx=tx), config.parallel)
+def make_lm_grpo(
+    config: LMGRPOConfig,
+    loaded: LMGRPO | None = None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    verbose: bool = True,
+) -> Algorithm:
+    """LM-GRPO as an `Algorithm`: `collect` samples `group_size` completions of
+    `prompts_per_update` prompts, scores them with the Python rewards and computes the
+    reference log-probs and group advantages (host-driven); `learn` is `grpo_step`, with the
+    base model as `frozen`. The model is loaded by `setup(config)` unless `loaded` is given;
+    `optimizer` replaces the config's clipped Adam.
+    """
+    run = loaded or setup(config, verbose=verbose)
+    model_config = run.model_config
+    tx = optimizer or make_optimizer(config)
     sample = jax.jit(
         lambda trainable, base, tokens, mask, key: generate(
             apply_lora(base, trainable) if config.lora_rank else trainable,
@@ -320,27 +336,22 @@ def make_train_functions(run: LMGRPO) -> TrainFunctions:
     )
     group_ids = jnp.repeat(jnp.arange(config.prompts_per_update), config.group_size)
 
-    def init(key: jax.Array) -> LMRunnerState:
-        key, lora_key = jax.random.split(key)
+    def init(key: jax.Array) -> tuple[TrainState, LMCollectState]:
         if config.lora_rank:
-            trainable = lora_init(lora_key, run.base_params, config.lora_rank, config.lora_alpha)
+            trainable = lora_init(key, run.base_params, config.lora_rank, config.lora_alpha)
         else:
             trainable = run.base_params
-        train_state = TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))
-        return LMRunnerState(train_state, key, jnp.zeros((), jnp.int32))
+        return create_train_state(trainable, tx), LMCollectState(jnp.zeros((), jnp.int32))
 
-    def update(runner: LMRunnerState):
+    def collect(state: LMCollectState, trainable, key: jax.Array):
         started = time.perf_counter()
-        index = int(runner.update)
-        rng = np.random.default_rng([config.seed, index])
+        rng = np.random.default_rng([config.seed, int(state.update)])
         chosen = rng.choice(len(run.problems), config.prompts_per_update, replace=False)
         problems = [run.problems[i] for i in chosen for _ in range(config.group_size)]
         prompt_tokens, prompt_mask = encode_prompts(
             run.tokenizer, problems, config.max_prompt_tokens, config.length_bucket
         )
-        key, sample_key, step_key = jax.random.split(runner.key, 3)
-        trainable = runner.train_state.params
-        out = sample(trainable, run.base_params, prompt_tokens, prompt_mask, sample_key)
+        out = sample(trainable, run.base_params, prompt_tokens, prompt_mask, key)
         sampled_mask = np.asarray(out.mask)  # waits for the sampler
         sampled = time.perf_counter()
         width = completion_width(config, sampled_mask)
@@ -358,7 +369,6 @@ def make_train_functions(run: LMGRPO) -> TrainFunctions:
             num_slices=num_microbatches(config, model_config, config.batch_size, prompt_len, width),
         )
         ref_log_prob.block_until_ready()
-        referenced = time.perf_counter()
         advantage, advantage_metrics = advantages(jnp.asarray(reward), group_ids)
         batch = CompletionBatch(
             full_tokens,
@@ -368,32 +378,28 @@ def make_train_functions(run: LMGRPO) -> TrainFunctions:
             ref_log_prob,
             advantage,
         )
-        (train_state, _), metrics = step((runner.train_state, run.base_params), batch, step_key)
-        metrics = jax.device_get(metrics)
         generated = int(completion_mask.sum())
-        finished = time.perf_counter()
-        seconds = finished - started
         metrics = {
-            **{k: float(v) for k, v in metrics.items()},
             "reward_mean": float(reward.mean()),
             "accuracy": float(correct.mean()),
             "zero_std_group_fraction": float(advantage_metrics["zero_std_group_fraction"]),
             "completion_length_mean": float(completion_mask.sum(1).mean()),
-            "tokens_per_second": generated / seconds,
+            "sampled_tokens_per_second": generated / (sampled - started),
             "sample_seconds": sampled - started,
-            "reference_seconds": referenced - sampled,
-            "update_seconds": finished - referenced,
+            "reference_seconds": time.perf_counter() - sampled,
         }
-        return LMRunnerState(train_state, key, runner.update + 1), metrics
+        return LMCollectState(state.update + 1), batch, metrics
 
-    return TrainFunctions(
+    return Algorithm(
         init,
-        update,
+        collect,
+        partial(grpo_step, run=run, tx=tx),
         config.num_updates,
         frames_per_update=config.batch_size,
         progress_metric="accuracy",
-        host_update=True,
+        host_collect=True,
         frame_name="completion",
+        frozen=run.base_params,
     )
 
 

@@ -1,9 +1,10 @@
 """PPO (Schulman et al. 2017) on gymnax environments, the whole loop compiled.
 
-`make_train(config)(key)` runs every update in one jitted function (PureJaxRL style)
-and can be `jax.vmap`ped over keys to train several seeds at once. The gradient
-phase, `ppo_update`, is written on a per-device batch so `training.build_step` runs
-it on one device, under `shard_map` or under `pmap` with the same numbers.
+`make_ppo(config)` is the algorithm (see `training.algorithm`); `make_train(config)(key)`
+runs every update in one jitted function (PureJaxRL style) and can be `jax.vmap`ped
+over keys to train several seeds at once. The gradient phase, `ppo_update`, is written
+on a per-device batch, so it runs on one device, under `shard_map` or under `pmap` with
+the same numbers.
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ from jaxrl_llm.rollout import (
     reset,
     run_steps,
 )
-from jaxrl_llm.training import TrainFunctions, TrainState, apply_gradients, reduce_mean, shard_index
-from jaxrl_llm.training import make_train as make_train_from_functions
+from jaxrl_llm.training import Algorithm, TrainState, apply_gradients, reduce_mean, shard_index
+from jaxrl_llm.training import make_train as make_train_from_algorithm
+from jaxrl_llm.training.optimizers import clipped_adam
+from jaxrl_llm.training.parallel import Mode
+from jaxrl_llm.training.train_state import create as create_train_state
 
 
 @struct.dataclass
@@ -47,14 +51,6 @@ class PPOBatch:
     target: jax.Array
 
 
-@struct.dataclass
-class PPORunnerState:
-    train_state: TrainState
-    rollout_state: RolloutState
-    key: jax.Array
-    recent_returns: RecentReturns  # the last 100 finished episodes, for logging
-
-
 def make_network(config: PPOConfig, env, env_params) -> ActorCritic:
     space = env.action_space(env_params)
     continuous = not hasattr(space, "n")
@@ -67,7 +63,7 @@ def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
     learning_rate = (
         optax.linear_schedule(config.learning_rate, 0.0, steps) if config.anneal_lr else config.learning_rate
     )
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate, eps=1e-5))
+    return clipped_adam(learning_rate, config.max_grad_norm, eps=1e-5)
 
 
 def make_policy(network: ActorCritic):
@@ -120,8 +116,8 @@ def ppo_update(
             flat.target,
             dist.entropy(),
             config.clip_eps,
-            config.vf_coef,
-            config.ent_coef,
+            value_coef=config.value_coef,
+            entropy_coef=config.entropy_coef,
         )
 
     def gradient_step(state: TrainState, minibatch: PPOBatch):
@@ -158,43 +154,51 @@ def collect_batch(trajectory: Trajectory, next_values: jax.Array, config: PPOCon
     return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), time_major)
 
 
-def make_train_functions(config: PPOConfig) -> TrainFunctions:
+@struct.dataclass
+class PPOCollectState:
+    rollout_state: RolloutState
+    recent_returns: RecentReturns  # the last 100 finished episodes, for logging
+
+
+def make_ppo(config: PPOConfig, network: Any = None) -> Algorithm:
+    """PPO as an `Algorithm`: `collect` scans `num_steps` steps of `num_envs` environments and
+    computes GAE; `learn` is `ppo_update`.
+
+    `network` is any `init(key, obs) -> params`, `apply(params, obs) -> (distribution, value)`
+    pair: by default the MLP `ActorCritic`; `models.SeparateActorCritic(actor, critic)` joins
+    a policy and a critic written apart (e.g. a transformer critic).
+    """
     env, env_params = envs.make_configured(config.env, config.env_kwargs, config.max_episode_steps)
-    network = make_network(config, env, env_params)
+    network = network or make_network(config, env, env_params)
     tx = make_optimizer(config)
     policy = make_policy(network)
-    update_fn = partial(ppo_update, network=network, tx=tx, config=config)
 
-    def init(key: jax.Array) -> PPORunnerState:
-        key, params_key, env_key = jax.random.split(key, 3)
+    def init(key: jax.Array) -> tuple[TrainState, PPOCollectState]:
+        params_key, env_key = jax.random.split(key)
         obs, _ = env.reset(env_key, env_params)
         params = network.init(params_key, jnp.asarray(obs)[None])
         rollout_state = reset(env_key, env, env_params, config.num_envs)
-        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-        return PPORunnerState(state, rollout_state, key, recent_returns_init(100))
+        return create_train_state(params, tx), PPOCollectState(rollout_state, recent_returns_init(100))
 
-    def update(runner: PPORunnerState):
-        key, rollout_key, update_key = jax.random.split(runner.key, 3)
-        params = runner.train_state.params
+    def collect(state: PPOCollectState, params, key: jax.Array):
         trajectory, rollout_state = run_steps(
-            rollout_key, env, env_params, policy, params, runner.rollout_state, config.num_steps
+            key, env, env_params, policy, params, state.rollout_state, config.num_steps
         )
         next_obs = trajectory.next_obs
         _, next_values = network.apply(params, next_obs.reshape(-1, *next_obs.shape[2:]))
         batch = collect_batch(trajectory, next_values.reshape(trajectory.reward.shape), config)
-        train_state, metrics = update_fn(runner.train_state, batch, update_key)
-        recent = recent_returns_add(runner.recent_returns, trajectory)
+        recent = recent_returns_add(state.recent_returns, trajectory)
         metrics = {
-            **metrics,
             "episode_return_mean": episode_return_mean(trajectory),
             "episode_return_last100": recent_returns_mean(recent),
             "episodes": trajectory.episode_ended.sum().astype(jnp.float32),
         }
-        return PPORunnerState(train_state, rollout_state, key, recent), metrics
+        return PPOCollectState(rollout_state, recent), batch, metrics
 
-    return TrainFunctions(
+    return Algorithm(
         init,
-        update,
+        collect,
+        partial(ppo_update, network=network, tx=tx, config=config),
         config.num_updates,
         config.frames_per_update,
         progress_metric="episode_return_last100",
@@ -202,6 +206,6 @@ def make_train_functions(config: PPOConfig) -> TrainFunctions:
     )
 
 
-def make_train(config: PPOConfig):
-    """`train(key) -> (final PPORunnerState, metrics [num_updates])`, jittable and vmappable."""
-    return make_train_from_functions(make_train_functions(config))
+def make_train(config: PPOConfig, parallel: Mode = "single"):
+    """`train(key) -> (final LoopState, metrics [num_updates])`, jittable and vmappable."""
+    return make_train_from_algorithm(make_ppo(config), parallel)

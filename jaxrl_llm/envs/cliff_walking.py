@@ -10,6 +10,8 @@ one, 1/3 each).
 Observation: scalar int32 row-major position `row * 12 + col` (as Gymnasium and gymnax's
 FrozenLake); use `jax.nn.one_hot(obs, 48)` for a network input.
 Gymnasium sets no step limit; ours defaults to 200 steps (`EnvParams.max_steps_in_episode`).
+Info: `fell_off_cliff` (bool); `success` (bool), True exactly on the step that reaches the
+goal (every reward is negative, so a return says nothing about success).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class CliffWalking(environment.Environment[EnvState, EnvParams]):
       is_slippery: move perpendicular to the intended direction 2/3 of the time.
     """
 
+    reports_success = True  # `info["success"]`; see `jaxrl_llm.envs.has_success`
+
     def __init__(self, is_slippery: bool = False):
         self.is_slippery = is_slippery
         self.shape = (NUM_ROWS, NUM_COLS)
@@ -87,7 +91,8 @@ class CliffWalking(environment.Environment[EnvState, EnvParams]):
         state = state.replace(position=position.astype(jnp.int32), time=state.time + 1)
         reward = jnp.where(fell, CLIFF_REWARD, STEP_REWARD).astype(jnp.float32)
         obs = self.observe(key, state, action, params)
-        return obs, state, reward, self.is_terminated(state, params), {"fell_off_cliff": fell}
+        reached_goal = self.is_terminated(state, params)  # the goal is the only terminal state
+        return obs, state, reward, reached_goal, {"fell_off_cliff": fell, "success": reached_goal}
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
         state = EnvState(time=0, position=jnp.array(self.start_index, dtype=jnp.int32))

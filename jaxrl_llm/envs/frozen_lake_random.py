@@ -14,6 +14,7 @@ staircase on the last candidate, so a path is always guaranteed.
 Actions (gymnax/Gymnasium order): 0 left, 1 down, 2 right, 3 up; moves are clipped at the
 border. Non-slippery by default; `is_slippery=True` gives Gymnasium's slip rule.
 Reward 1.0 at the goal (0.0 elsewhere); `terminated` on a hole or the goal.
+Info: `success` (bool), True exactly on the step that lands on the goal (not on a hole).
 Observation: float32 `[3*N*N]`, the channels holes / agent / goal flattened in that order.
 """
 
@@ -93,6 +94,8 @@ class FrozenLakeRandom(environment.Environment[EnvState, EnvParams]):
       num_map_candidates: maps drawn per reset before falling back to a carved path.
     """
 
+    reports_success = True  # `info["success"]`; see `jaxrl_llm.envs.has_success`
+
     def __init__(
         self,
         size: int = 4,
@@ -147,7 +150,8 @@ class FrozenLakeRandom(environment.Environment[EnvState, EnvParams]):
         tile = state.desc[position[0], position[1]]
         reward = (tile == GOAL).astype(jnp.float32)
         obs = self.observe(key, state, action, params)
-        return obs, state, reward, self.is_terminated(state, params), {}
+        info = {"success": tile == GOAL}
+        return obs, state, reward, self.is_terminated(state, params), info
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
         desc = generate_frozen_lake(key, self.size, self.hole_probability, self.num_map_candidates)

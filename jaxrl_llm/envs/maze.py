@@ -8,7 +8,8 @@ Reward 1.0 and `terminated` on reaching the goal, 0.0 otherwise.
 Observation: float32 `[3*N*N]`, the channels walls / agent / goal (each `[N, N]`, row-major)
 flattened in that order.
 Info: `distance_to_goal`, the BFS shortest-path length (int32) from the agent to the goal
-after the move, read before any auto-reset.
+after the move, read before any auto-reset; `success` (bool), True exactly on the step
+that reaches the goal (never at the time limit).
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class Maze(environment.Environment[EnvState, EnvParams]):
       size: side length N of the square grid (>= 2).
     """
 
+    reports_success = True  # `info["success"]`; see `jaxrl_llm.envs.has_success`
+
     def __init__(self, size: int = 6):
         if not isinstance(size, int) or size < 2:
             raise ValueError(f"Maze: `size` must be an int >= 2, got {size!r}.")
@@ -116,7 +119,7 @@ class Maze(environment.Environment[EnvState, EnvParams]):
         agent = grid.move(state.agent_position, direction, ~state.walls)
         state = state.replace(agent_position=agent, time=state.time + 1)
         reached_goal = self.is_terminated(state, params)
-        info = {"distance_to_goal": state.goal_distances[agent[0], agent[1]]}
+        info = {"distance_to_goal": state.goal_distances[agent[0], agent[1]], "success": reached_goal}
         obs = self.observe(key, state, action, params)
         return obs, state, reached_goal.astype(jnp.float32), reached_goal, info
 

@@ -11,6 +11,7 @@ Actions: 0 up, 1 right, 2 down, 3 left, 4 pick, 5 drop.
 - Drop: if carrying, puts the object on the table when the table is on the agent's cell
   or 4-adjacent, otherwise on the floor at the agent's cell; a no-op with empty hands.
 Reward 1.0 and `terminated` when the object is put on the table; 0.0 otherwise.
+Info: `success` (bool), True exactly on the drop that puts the object on the table.
 
 Observation: float32 `[4*size*size + 1]`: the channels walls / agent / object / table
 (each `[size, size]`, flattened in that order), then a 0/1 "carrying" flag. A carried
@@ -65,6 +66,8 @@ class MiniBehaviorPickPlace(environment.Environment[EnvState, EnvParams]):
         floor cells exist).
     """
 
+    reports_success = True  # `info["success"]`; see `jaxrl_llm.envs.has_success`
+
     def __init__(self, size: int = 7):
         if not isinstance(size, int) or size < 4:
             raise ValueError(f"MiniBehaviorPickPlace: `size` must be an int >= 4, got {size!r}.")
@@ -105,7 +108,8 @@ class MiniBehaviorPickPlace(environment.Environment[EnvState, EnvParams]):
             time=state.time + 1,
         )
         obs = self.observe(key, state, action, params)
-        return obs, state, on_table.astype(jnp.float32), self.is_terminated(state, params), {}
+        info = {"success": on_table}
+        return obs, state, on_table.astype(jnp.float32), self.is_terminated(state, params), info
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
         agent, obj, table = grid.sample_distinct_cells(key, ~self.walls, 3)

@@ -1,36 +1,66 @@
-"""Pure loss and advantage functions of arrays (never of a model)."""
+"""Pure loss and advantage functions of arrays (never of a model).
 
-from jaxrl_llm.losses.gae import generalized_advantage_estimation
-from jaxrl_llm.losses.ppo import clipped_value_loss, ppo_loss
+The public names are loaded lazily (PEP 562): importing this package imports no JAX, so JAX-free
+code such as the configs can read `jaxrl_llm.losses.names`; `from jaxrl_llm.losses import ppo_loss`
+imports the defining submodule on first access, exactly like an eager import would.
+"""
 
-__all__ = ["clipped_value_loss", "generalized_advantage_estimation", "ppo_loss"]
+import importlib
+import sys
+import types
 
-# Group-relative advantages, KL estimators, PPO-clip/GRPO-family losses and GiGPO.
-from jaxrl_llm.losses.gigpo import (
-    GiGPOAdvantages,
-    anchor_state_group_ids,
-    discounted_step_returns,
-    gigpo_advantages,
-)
-from jaxrl_llm.losses.group_advantages import group_advantages, group_advantages_dense
-from jaxrl_llm.losses.kl import kl_divergence_estimate
-from jaxrl_llm.losses.policy_gradient import (
-    LOSS_AGG_MODES,
-    aggregate_loss,
-    policy_gradient_loss,
-    ppo_clip_token_loss,
-)
+# Public name -> submodule that defines it.
+_EXPORTS = {
+    "clipped_value_loss": "ppo",
+    "ppo_loss": "ppo",
+    "generalized_advantage_estimation": "gae",
+    # Group-relative advantages, KL estimators, PPO-clip/GRPO-family losses and GiGPO.
+    "GiGPOAdvantages": "gigpo",
+    "anchor_state_group_ids": "gigpo",
+    "discounted_step_returns": "gigpo",
+    "gigpo_advantages": "gigpo",
+    "group_advantages": "group_advantages",
+    "group_advantages_dense": "group_advantages",
+    "kl_divergence_estimate": "kl",
+    "aggregate_loss": "policy_gradient",
+    "policy_gradient_loss": "policy_gradient",
+    "ppo_clip_token_loss": "policy_gradient",
+    # Option names (JAX-free).
+    "LOSS_AGG_MODES": "names",
+}
 
-__all__ += [
-    "GiGPOAdvantages",
-    "LOSS_AGG_MODES",
-    "aggregate_loss",
-    "anchor_state_group_ids",
-    "discounted_step_returns",
-    "gigpo_advantages",
-    "group_advantages",
-    "group_advantages_dense",
-    "kl_divergence_estimate",
-    "policy_gradient_loss",
-    "ppo_clip_token_loss",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Keeps an exported function bound when a submodule of the same name is imported.
+
+    After loading `jaxrl_llm.losses.group_advantages`, the import system sets the package attribute
+    `group_advantages` to that submodule; the eager imports this package used to do left the
+    function there instead, and `from jaxrl_llm.losses import group_advantages` must keep giving the
+    function whichever order modules are imported in.
+    """
+
+    def __setattr__(self, name, value):
+        if (
+            isinstance(value, types.ModuleType)
+            and value.__name__ == f"{__name__}.{name}"
+            and _EXPORTS.get(name) == name
+        ):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -60,6 +60,13 @@ Anchor grouping on device, no host round-trip, no sort and no Python loop over s
    hashing to adjacent slots.)
 4. Group statistics use `jax.ops.segment_*` with a static number of segments (`N·T`).
 
+**Precomputed returns.** R(τ_i) and G_t are computed from the immediate rewards as above unless the
+caller passes them: `episode_returns [N]` and/or `step_returns [N, T]` (e.g. length-normalised or
+KL-shaped returns, or G_t from a value-bootstrapped recursion) are then used as-is in place of
+Σ_t r_t and the discounted recursion. They play the role of the values *before* the invalid-action
+penalty, which is still applied when `invalid_action_mask` is given; values at padded steps are
+ignored. Passing exactly what the function would compute gives identical output.
+
 Shapes: `N` trajectories, `T` max steps; `rewards, step_mask [N, T]`; `episode_group_ids [N]`;
 `anchor_obs [N, T, ...]` of any dtype (an integer `[N, T]` array of precomputed state ids works
 and is exact). Works under `jit` and `vmap` (e.g. over a leading batch-of-batches axis).
@@ -71,10 +78,11 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxrl_llm.losses.names import GIGPO_EPISODE_BASELINES, GIGPO_NORMALIZATIONS
 from jaxrl_llm.losses.segment_stats import segment_mean_std
 
-NORMALIZATIONS = ("std", "none")
-EPISODE_BASELINES = ("steps", "trajectories")
+NORMALIZATIONS = GIGPO_NORMALIZATIONS
+EPISODE_BASELINES = GIGPO_EPISODE_BASELINES
 _HASH_SEED = 0x3C6EF372
 
 
@@ -283,7 +291,7 @@ def _normalised(values, stats, segment_ids, valid, normalization, epsilon, singl
 
 
 def gigpo_advantages(
-    rewards: chex.Array,
+    rewards: Optional[chex.Array],
     step_mask: chex.Array,
     episode_group_ids: chex.Array,
     anchor_obs: chex.Array,
@@ -296,11 +304,14 @@ def gigpo_advantages(
     invalid_action_penalty: float = 0.1,
     epsilon: float = 1e-6,
     num_episode_groups: Optional[int] = None,
+    episode_returns: Optional[chex.Array] = None,
+    step_returns: Optional[chex.Array] = None,
 ) -> GiGPOAdvantages:
     """GiGPO advantage A = A^E + ω A^S per step (module docstring has the equations and rules).
 
     Args:
-      rewards: `[N, T]` immediate environment reward of each step.
+      rewards: `[N, T]` immediate environment reward of each step; may be `None` when both
+        `episode_returns` and `step_returns` are given.
       step_mask: `[N, T]` bool, True for real steps, False for padding after the episode end.
       episode_group_ids: `[N]` integer episode group (same task and initial state) of each trajectory,
         in `[0, num_episode_groups)`.
@@ -314,6 +325,10 @@ def gigpo_advantages(
         `invalid_action_mask` is True (verl-agent: 0.1).
       epsilon: added to the std.
       num_episode_groups: static bound on the episode group ids; defaults to `N`.
+      episode_returns: optional `[N]` floating R(τ_i), used as-is instead of Σ_t r_t (before the
+        invalid-action penalty).
+      step_returns: optional `[N, T]` floating G_t, used as-is instead of the discounted returns of
+        `rewards` (before the invalid-action penalty; padded steps are ignored).
 
     Returns:
       `GiGPOAdvantages`. Metrics: `num_step_groups`, `step_group_size_mean` (over step groups),
@@ -321,39 +336,54 @@ def gigpo_advantages(
       groups whose returns are all equal), `zero_std_episode_group_fraction`,
       `valid_step_count`.
     """
-    if normalization not in NORMALIZATIONS:
+    if normalization not in GIGPO_NORMALIZATIONS:
         raise ValueError(
             f"normalization={normalization!r} is not supported; allowed values are "
-            f"{NORMALIZATIONS} ('std' = verl-agent mean_std_norm, 'none' = mean_norm)."
+            f"{GIGPO_NORMALIZATIONS} ('std' = verl-agent mean_std_norm, 'none' = mean_norm)."
         )
-    if episode_baseline_over not in EPISODE_BASELINES:
+    if episode_baseline_over not in GIGPO_EPISODE_BASELINES:
         raise ValueError(
             f"episode_baseline_over={episode_baseline_over!r} is not supported; allowed "
-            f"values are {EPISODE_BASELINES}."
+            f"values are {GIGPO_EPISODE_BASELINES}."
         )
-    chex.assert_rank([rewards, step_mask, episode_group_ids], [2, 2, 1])
-    chex.assert_equal_shape([rewards, step_mask])
-    chex.assert_equal_shape_prefix([rewards, episode_group_ids], 1)
-    chex.assert_type(rewards, float)
+    if rewards is None and (episode_returns is None or step_returns is None):
+        raise ValueError("rewards is None: pass both episode_returns and step_returns instead.")
+    chex.assert_rank([step_mask, episode_group_ids], [2, 1])
+    chex.assert_equal_shape_prefix([step_mask, episode_group_ids], 1)
     chex.assert_type(episode_group_ids, int)
-    num_trajectories, num_steps = rewards.shape
+    num_trajectories, num_steps = step_mask.shape
     num_episode_groups = num_trajectories if num_episode_groups is None else num_episode_groups
     valid = step_mask.astype(bool)
-    rewards = jnp.where(valid, rewards, 0.0)
     episode_group_ids = episode_group_ids.astype(jnp.int32)
 
-    step_returns = discounted_step_returns(rewards, valid, gamma)
-    episode_returns = jnp.sum(rewards, axis=-1)
-    row_episode_returns = jnp.broadcast_to(episode_returns[:, None], rewards.shape)
+    if rewards is not None:
+        chex.assert_rank(rewards, 2)
+        chex.assert_equal_shape([rewards, step_mask])
+        chex.assert_type(rewards, float)
+        rewards = jnp.where(valid, rewards, 0.0)
+    if step_returns is None:
+        step_returns = discounted_step_returns(rewards, valid, gamma)
+    else:
+        chex.assert_rank(step_returns, 2)
+        chex.assert_equal_shape([step_returns, step_mask])
+        chex.assert_type(step_returns, float)
+        step_returns = jnp.where(valid, step_returns, 0.0)
+    if episode_returns is None:
+        episode_returns = jnp.sum(rewards, axis=-1)
+    else:
+        chex.assert_shape(episode_returns, (num_trajectories,))
+        chex.assert_type(episode_returns, float)
+    dtype = step_returns.dtype
+    row_episode_returns = jnp.broadcast_to(episode_returns[:, None], valid.shape).astype(dtype)
     if invalid_action_mask is not None:
-        chex.assert_equal_shape([rewards, invalid_action_mask])
+        chex.assert_equal_shape([valid, invalid_action_mask])
         penalty = jnp.where(valid & invalid_action_mask.astype(bool), invalid_action_penalty, 0.0)
         step_returns = step_returns - penalty
         row_episode_returns = row_episode_returns - penalty
     row_episode_returns = jnp.where(valid, row_episode_returns, 0.0)
 
     # Episode level.
-    row_episode_ids = jnp.broadcast_to(episode_group_ids[:, None], rewards.shape)
+    row_episode_ids = jnp.broadcast_to(episode_group_ids[:, None], valid.shape)
     if episode_baseline_over == "steps":
         episode_stats = segment_mean_std(row_episode_returns, episode_group_ids, valid, num_episode_groups)
     else:
@@ -390,7 +420,7 @@ def gigpo_advantages(
 
     advantages = jnp.where(valid, episode_advantages + step_advantage_weight * step_advantages, 0.0)
     step_group_sizes = jnp.where(valid, step_stats.count[step_ids], 0).astype(jnp.int32)
-    metrics = _gigpo_metrics(step_stats, episode_stats, valid, rewards.dtype)
+    metrics = _gigpo_metrics(step_stats, episode_stats, valid, dtype)
     return GiGPOAdvantages(
         advantages=advantages,
         episode_advantages=episode_advantages,

@@ -26,6 +26,18 @@ Conventions (verl `compute_grpo_outcome_advantage` / `compute_rloo_outcome_advan
   reports how many groups are in that state; if it is near 1 the task is too easy or too hard for
   the current policy (DAPO's dynamic sampling filters such groups out).
 
+**One value per trajectory** (`trajectory_ids`; verl-agent `compute_grpo_outcome_advantage` with
+`compute_mean_std_cross_all_data=False`). In multi-turn training a trajectory is split into several
+rows (one per turn), all carrying the trajectory's reward. By default every row is a sample, so a
+trajectory of k rows counts k times in its group's mean and std (verl-agent's default
+`compute_mean_std_cross_all_data=True`). With `trajectory_ids`, rows sharing an id are one sample:
+the group statistics (count, mean, std, the batch std, the leave-one-out count and the singleton
+rule) count each trajectory once, with the reward of its first valid row (verl-agent dedups rows by
+`(uid, traj_uid)` keeping the first), and every valid row of the trajectory gets that trajectory's
+advantage. (verl-agent normalises each row's own reward with those statistics; the two agree
+whenever the rows of a trajectory carry the same reward, which is how verl-agent places the episode
+reward.)
+
 Shapes: `B` samples; `group_ids [B]` integers in `[0, num_groups)` in any order (groups need not be
 contiguous or of equal size). `group_advantages_dense` is the `[num_groups, group_size]` layout.
 """
@@ -33,13 +45,14 @@ contiguous or of equal size). `group_advantages_dense` is the `[num_groups, grou
 from typing import Optional
 
 import chex
+import jax
 import jax.numpy as jnp
 
+from jaxrl_llm.losses.names import GROUP_BASELINES, GROUP_NORMALIZATIONS, SINGLETON_RULES
 from jaxrl_llm.losses.segment_stats import segment_mean_std
 
-NORMALIZATIONS = ("group", "batch", "none")
-BASELINES = ("mean", "leave_one_out")
-SINGLETON_RULES = ("raw_reward", "zero")
+NORMALIZATIONS = GROUP_NORMALIZATIONS
+BASELINES = GROUP_BASELINES
 
 
 def _validate_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -57,6 +70,8 @@ def group_advantages(
     baseline: str = "mean",
     epsilon: float = 1e-6,
     singleton_groups: str = "raw_reward",
+    trajectory_ids: Optional[chex.Array] = None,
+    num_trajectories: Optional[int] = None,
 ) -> tuple[chex.Array, dict[str, chex.Array]]:
     """Group-relative advantages from scalar rewards and integer group ids (any layout).
 
@@ -74,17 +89,23 @@ def group_advantages(
       baseline: "mean" (GRPO) or "leave_one_out" (RLOO).
       epsilon: added to the std.
       singleton_groups: "raw_reward" (verl: mean 0, std 1) or "zero".
+      trajectory_ids: optional `[B]` integer trajectory of each row, in `[0, num_trajectories)`,
+        unique across the batch. Rows sharing an id count once in every statistic, and every valid
+        row of a trajectory gets its advantage (module docstring). All rows of a trajectory must
+        share its group id (the first valid row's is used). `None`: every row is a trajectory.
+      num_trajectories: static upper bound on `trajectory_ids`; defaults to `B`.
 
     Returns:
-      `(advantages [B], metrics)`; metrics are scalars: `zero_std_group_fraction` (among groups
+      `(advantages [B], metrics)`; metrics are scalars (with `trajectory_ids` they count
+      trajectories, not rows): `zero_std_group_fraction` (among groups
       with ≥ 2 valid samples, the fraction whose rewards are all equal), `zero_std_sample_fraction`
       (TRL's `frac_reward_zero_std`: fraction of valid samples in such groups),
       `singleton_group_fraction`, `num_groups` (non-empty), `reward_mean`, `reward_std` (batch,
       unbiased), `group_std_mean` (mean of per-group stds over groups with ≥ 2 samples),
       `advantage_mean`, `advantage_abs_mean`.
     """
-    _validate_choice("normalization", normalization, NORMALIZATIONS)
-    _validate_choice("baseline", baseline, BASELINES)
+    _validate_choice("normalization", normalization, GROUP_NORMALIZATIONS)
+    _validate_choice("baseline", baseline, GROUP_BASELINES)
     _validate_choice("singleton_groups", singleton_groups, SINGLETON_RULES)
     chex.assert_rank([rewards, group_ids], 1)
     chex.assert_equal_shape([rewards, group_ids])
@@ -96,6 +117,11 @@ def group_advantages(
         mask = jnp.ones_like(rewards, dtype=bool)
     chex.assert_equal_shape([rewards, mask])
     mask = mask.astype(bool)
+    if trajectory_ids is not None:
+        # One sample per trajectory: its first valid row. The other rows copy its advantage below.
+        first_row = _first_row_of_trajectory(trajectory_ids, mask, num_trajectories)
+        row_mask = mask
+        mask = mask & (first_row == jnp.arange(batch_size))
 
     groups = segment_mean_std(rewards, group_ids, mask, num_groups)
     whole_batch = segment_mean_std(rewards, jnp.zeros_like(group_ids), mask, 1)
@@ -122,7 +148,23 @@ def group_advantages(
     advantages = jnp.where(mask, advantages, 0.0)
 
     metrics = _group_metrics(advantages, mask, groups, whole_batch)
+    if trajectory_ids is not None:
+        advantages = jnp.where(row_mask, advantages[first_row], 0.0)
     return advantages, metrics
+
+
+def _first_row_of_trajectory(trajectory_ids, mask, num_trajectories):
+    """`[B]` index of the first valid row of each row's trajectory (any index in range if none)."""
+    chex.assert_rank(trajectory_ids, 1)
+    chex.assert_equal_shape([trajectory_ids, mask])
+    chex.assert_type(trajectory_ids, int)
+    batch_size = mask.shape[0]
+    num_trajectories = batch_size if num_trajectories is None else num_trajectories
+    rows = jnp.arange(batch_size)
+    first_valid = jax.ops.segment_min(
+        jnp.where(mask, rows, batch_size), trajectory_ids, num_segments=num_trajectories
+    )
+    return jnp.minimum(first_valid[trajectory_ids], batch_size - 1)
 
 
 def group_advantages_dense(
@@ -133,6 +175,7 @@ def group_advantages_dense(
     baseline: str = "mean",
     epsilon: float = 1e-6,
     singleton_groups: str = "raw_reward",
+    trajectory_ids: Optional[chex.Array] = None,
 ) -> tuple[chex.Array, dict[str, chex.Array]]:
     """`group_advantages` for the `[num_groups, group_size]` layout (row g = the samples of prompt g).
 
@@ -140,6 +183,8 @@ def group_advantages_dense(
       rewards: `[G, N]` floating rewards.
       mask: optional `[G, N]` bool, False for padding samples.
       normalization, baseline, epsilon, singleton_groups: as in `group_advantages`.
+      trajectory_ids: optional `[G, N]` integer trajectory of each sample, in `[0, G·N)` (see
+        `group_advantages`).
 
     Returns:
       `(advantages [G, N], metrics)`, identical to `group_advantages` on the flattened batch with
@@ -149,6 +194,7 @@ def group_advantages_dense(
     num_groups, group_size = rewards.shape
     group_ids = jnp.repeat(jnp.arange(num_groups, dtype=jnp.int32), group_size)
     flat_mask = None if mask is None else jnp.reshape(mask, (-1,))
+    flat_trajectory_ids = None if trajectory_ids is None else jnp.reshape(trajectory_ids, (-1,))
     advantages, metrics = group_advantages(
         jnp.reshape(rewards, (-1,)),
         group_ids,
@@ -158,6 +204,7 @@ def group_advantages_dense(
         baseline=baseline,
         epsilon=epsilon,
         singleton_groups=singleton_groups,
+        trajectory_ids=flat_trajectory_ids,
     )
     return jnp.reshape(advantages, rewards.shape), metrics
 

@@ -21,15 +21,9 @@ from typing import Optional
 import chex
 import jax.numpy as jnp
 
-_ESTIMATOR_ALIASES = {
-    "k1": "k1",
-    "kl": "k1",
-    "k2": "k2",
-    "mse": "k2",
-    "k3": "k3",
-    "low_var_kl": "k3",
-}
-KL_ESTIMATORS = tuple(_ESTIMATOR_ALIASES)
+from jaxrl_llm.losses.names import KL_ESTIMATOR_ALIASES, KL_ESTIMATOR_NAMES, KL_ESTIMATORS
+
+_CANONICAL_ESTIMATOR = {**{name: name for name in KL_ESTIMATORS}, **KL_ESTIMATOR_ALIASES}
 _EXP_LOG_RATIO_BOUND = 20.0
 
 
@@ -45,18 +39,20 @@ def kl_divergence_estimate(
       logp: log π_θ(y_t | ·), any shape (typically `[B, T]`), floating.
       ref_logp: log π_ref(y_t | ·), same shape; treated as a constant by callers (stop-gradient it
         yourself if it is not already a constant).
-      estimator: "k1" ("kl"), "k2" ("mse") or "k3" ("low_var_kl").
+      estimator: "k1" ("kl"), "k2" ("mse") or "k3" ("low_var_kl"); `names.KL_ESTIMATOR_NAMES`.
       k3_clip: k3 is clamped to `[−k3_clip, k3_clip]` (verl: 10). `None` disables the clamp and the
         guard on `e^d` (exact Schulman k3; can overflow for |d| > ~88 in float32).
 
     Returns:
       Per-token estimate with the shape of `logp`.
     """
-    if estimator not in _ESTIMATOR_ALIASES:
-        raise ValueError(f"estimator={estimator!r} is not supported; allowed values are {KL_ESTIMATORS}.")
+    if estimator not in _CANONICAL_ESTIMATOR:
+        raise ValueError(
+            f"estimator={estimator!r} is not supported; allowed values are {KL_ESTIMATOR_NAMES}."
+        )
     chex.assert_equal_shape([logp, ref_logp])
     chex.assert_type([logp, ref_logp], float)
-    kind = _ESTIMATOR_ALIASES[estimator]
+    kind = _CANONICAL_ESTIMATOR[estimator]
     log_ratio = ref_logp - logp
     if kind == "k1":
         return -log_ratio

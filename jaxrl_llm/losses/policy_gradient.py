@@ -16,9 +16,21 @@ Per token (Schulman et al. 2017, arXiv 1707.06347; GRPO arXiv 2402.03300 Eq. 3):
 * The log-ratio is clamped to [−20, 20] before the exponential (verl does the same), so log-probs of
   magnitude 1e4 never produce inf/NaN in the loss or its gradient.
 
-Total loss (verl `dp_actor`, TRL `GRPOTrainer`; all terms use the same aggregation):
+Total loss (all terms use the same aggregation):
 
-    L = agg(ℓ) + β · agg(KL_k(π_θ‖π_ref)) − c_H · agg(H)
+    L = agg(ℓ) + β · agg(w ⊙ KL_k(π_θ‖π_ref)) − c_H · agg(H)
+
+* w_{i,t} = 1 by default (`kl_bias_correction=False`): verl `dp_actor`, and TRL `GRPOTrainer` with
+  `use_bias_correction_kl=False` (TRL 1.9's default).
+* `kl_bias_correction=True`: w_{i,t} = the importance ratio of ℓ (ρ_{i,t}; s_i at sequence level),
+  **not** stop-gradiented. This is TRL 1.16's default `use_bias_correction_kl=True`
+  (DeepSeek-V3.2, arXiv 2512.02556), where `_compute_loss` multiplies the per-token k3 by
+  `coef_1 = exp(log_importance_weights)` before adding β times it to the per-token loss. Tokens are
+  sampled from π_old, so at token level E_old[ρ·k3] = E_θ[k3] = KL(π_θ‖π_ref) and its gradient is
+  the reverse-KL gradient (at sequence level s_i is only broadcast onto the per-token KL); without w the k3 term's expected gradient at ρ = 1 is that of KL(π_ref‖π_θ). The
+  correction changes the gradient even where ρ = 1 (∇ρ = ρ ∇log π_θ).
+* `agg` is linear in the per-token loss, so agg(ℓ) + β agg(w·KL) = agg(ℓ + β w·KL): TRL's
+  "add β·KL per token, then aggregate" is the same value and gradient.
 
 `agg` (`aggregate_loss`), with mask m_{i,t} ∈ {0, 1}, B rows, T = mask.shape[-1] columns:
 
@@ -26,7 +38,8 @@ Total loss (verl `dp_actor`, TRL `GRPOTrainer`; all terms use the same aggregati
 |-----------------------------|--------------------------------------|--------------------------------------------|
 | "token-mean"                | Σ_i Σ_t m ℓ / Σ_i Σ_t m              | verl `token-mean`; TRL `bnpo`; TRL `dapo`   |
 |                             |                                      | with norm_constant = global active tokens  |
-|                             |                                      | / number of processes (see below)          |
+|                             |                                      | / (processes · accumulated micro-batches)  |
+|                             |                                      | (see below)                                |
 | "seq-mean-token-mean"       | (1/B) Σ_i (Σ_t m ℓ / Σ_t m)          | verl `seq-mean-token-mean`; TRL `grpo`      |
 |                             |                                      | (DeepSeekMath GRPO)                        |
 | "seq-mean-token-sum"        | (1/B) Σ_i Σ_t m ℓ                    | verl `seq-mean-token-sum`                   |
@@ -44,14 +57,29 @@ independent float64 numpy transcriptions of verl's `agg_loss` and TRL's `GRPOTra
   verl's literal value as "token-sum-norm". The two differ by the constant B only.
 * C (`norm_constant`) defaults to `mask.shape[-1]` like verl; pass a fixed max completion length to
   keep it constant across batches, as Dr. GRPO intends.
-* TRL `dapo` divides the local token sum by `num_items_in_batch / num_processes`, where
-  `num_items_in_batch` counts the active tokens of the whole accumulated global batch; with the
-  gradients then averaged over processes, this is an exact token mean over the global batch. Use
-  "token-mean" with `norm_constant = global_tokens / num_devices` (e.g. a `psum` of `mask.sum()`
-  divided by the axis size) under `shard_map` + `pmean` of gradients, or plain "token-mean" on the
-  global batch under a global-view `jit`. TRL `bnpo` and verl `token-mean` are the local
-  (per-micro-batch) token mean; verl then averages micro-batch losses, which is not an exact global
-  token mean.
+* TRL `dapo` divides each micro-batch's token sum by `num_items_in_batch / num_processes`, where
+  `num_items_in_batch` counts the active tokens of the whole accumulated global batch (TRL 1.16
+  multiplies this by gradient_accumulation_steps / steps_per_generation, 1 by default), **sums** the
+  gradients of its k accumulated micro-batches and averages them over processes: an exact token
+  mean over the global batch. Without accumulation (k = 1), use "token-mean" with
+  `norm_constant = global_tokens / num_devices` (e.g. a `psum` of `mask.sum()` divided by the axis
+  size) under `shard_map` + `pmean` of gradients, or plain "token-mean" on the global batch under a
+  global-view `jit`. **With accumulation over k micro-batches**, our
+  `training.gradient_steps.accumulated_gradients` takes the **mean** (not the sum) of the k
+  micro-batch gradients, so the denominator needs the extra factor k:
+  `norm_constant = global_tokens / (num_devices · k)`, which is what
+  `training.gradient_steps.microbatch_norm_constant("token-mean", global_tokens / num_devices, k)`
+  returns; with `global_tokens / num_devices` alone the loss and gradient come out k times too
+  small. TRL `bnpo` and verl `token-mean` are the local (per-micro-batch) token mean; verl then
+  averages micro-batch losses, which is not an exact global token mean.
+* **Equality with TRL's `GRPOTrainer._compute_loss`** (1.16; value and gradient) holds with
+  `kl_bias_correction` equal to TRL's `use_bias_correction_kl` (TRL 1.16 default True, ours False),
+  `kl_estimator="k3"`, `k3_clip=None` (TRL does not clamp k3), `dual_clip_c=None`, the table's
+  aggregation for the `loss_type`, log-ratios within ±`log_ratio_clip`, and TRL's `delta`,
+  vLLM importance-sampling correction, off-policy mask and entropy mask off. TRL's entropy bonus
+  (`entropy_coef`) is always a micro-batch token mean (divided by the accumulation steps) whatever
+  the `loss_type`, so it matches ours only with "token-mean" (use `entropy_coef=0` otherwise).
+  "sequence_token" (GSPO-token) has no TRL counterpart.
 * **Fully masked rows** (no valid token) contribute 0 in every mode and, in the seq-mean modes,
   **count in the denominator B** (TRL `clamp(min=1)` semantics; verl-agent's vendored verl divides
   0/0 there and produces NaN; newer verl excludes such rows from the denominator instead). Pass
@@ -70,15 +98,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_llm.losses.kl import kl_divergence_estimate
+from jaxrl_llm.losses.names import IMPORTANCE_SAMPLING_LEVELS, LOSS_AGG_MODES
 
-LOSS_AGG_MODES = (
-    "token-mean",
-    "seq-mean-token-mean",
-    "seq-mean-token-sum",
-    "seq-mean-token-sum-norm",
-    "token-sum-norm",
-)
-IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence", "sequence_token")
+__all__ = [
+    "IMPORTANCE_SAMPLING_LEVELS",
+    "LOSS_AGG_MODES",
+    "aggregate_loss",
+    "policy_gradient_loss",
+    "ppo_clip_token_loss",
+]
 
 Scalar = Union[float, chex.Array]
 
@@ -96,7 +124,8 @@ def aggregate_loss(
       mask: `[B, T]` 0/1 (bool or float) mask of valid tokens.
       mode: one of `LOSS_AGG_MODES`.
       norm_constant: replaces the default denominator of the mode: the active token count for
-        "token-mean" (e.g. global tokens / processes, TRL `dapo`), the number of rows B for
+        "token-mean" (TRL `dapo`: global tokens / (processes · accumulated micro-batches), see the
+        module docstring), the number of rows B for
         "seq-mean-token-mean" and "seq-mean-token-sum", and C (default `T = mask.shape[-1]`) for
         "seq-mean-token-sum-norm" and "token-sum-norm". May be a traced scalar.
 
@@ -245,12 +274,13 @@ def policy_gradient_loss(
     kl_coef: Scalar = 0.0,
     kl_estimator: str = "k3",
     k3_clip: Optional[float] = 10.0,
+    kl_bias_correction: bool = False,
     entropy_coef: Scalar = 0.0,
     loss_agg_mode: str = "token-mean",
     norm_constant: Optional[Scalar] = None,
     log_ratio_clip: float = 20.0,
 ) -> tuple[chex.Array, dict[str, chex.Array]]:
-    """GRPO/DAPO/Dr. GRPO/GSPO actor loss `L = agg(ℓ) + β agg(KL) − c_H agg(H)` (module docstring).
+    """GRPO/DAPO/Dr. GRPO/GSPO actor loss `L = agg(ℓ) + β agg(w·KL) − c_H agg(H)` (module docstring).
 
     Recipes: GRPO (DeepSeekMath) = `loss_agg_mode="seq-mean-token-mean", kl_coef=0.04`;
     DAPO = `eps_high=0.28, loss_agg_mode="token-mean", kl_coef=0`; Dr. GRPO =
@@ -267,6 +297,9 @@ def policy_gradient_loss(
       eps_low, eps_high, dual_clip_c, importance_sampling_level, log_ratio_clip: see
         `ppo_clip_token_loss`.
       kl_coef: β. kl_estimator: "k1", "k2" or "k3" (see `kl.py`); k3_clip: verl's clamp of k3.
+      kl_bias_correction: multiply the per-token KL estimate by the (differentiable) importance
+        ratio of the policy term before aggregating, as TRL's `use_bias_correction_kl` (default
+        True in TRL 1.16); False (default) is verl's and older TRL's loss.
       entropy_coef: c_H (the entropy is a bonus: it is subtracted).
       loss_agg_mode, norm_constant: see `aggregate_loss`.
 
@@ -275,7 +308,8 @@ def policy_gradient_loss(
       `pg_clipfrac` (verl: clipped branch active), `pg_clipfrac_lower` (dual clip active),
       `clip_ratio_low`, `clip_ratio_high`, `clip_ratio_region` (TRL definitions), `ppo_kl` (verl:
       mean of log π_old − log π_θ, k1), `approx_kl` (k3 of π_old vs π_θ: mean of ρ − 1 − log ρ),
-      `ratio_mean`, `ratio_max`, `token_count`, and when given `kl` / `kl_loss`, `entropy` /
+      `ratio_mean`, `ratio_max`, `token_count`, and when given `kl` (masked mean of the per-token
+      KL term, ratio-weighted with `kl_bias_correction` as TRL logs it) / `kl_loss`, `entropy` /
       `entropy_loss`.
     """
     if isinstance(kl_coef, (int, float)) and kl_coef != 0 and ref_logp is None:
@@ -320,6 +354,8 @@ def policy_gradient_loss(
         safe_logp = jnp.where(valid, logp, 0.0)
         safe_ref = jnp.where(valid, jax.lax.stop_gradient(ref_logp), 0.0)
         kl_mat = kl_divergence_estimate(safe_logp, safe_ref, kl_estimator, k3_clip)
+        if kl_bias_correction:
+            kl_mat = kl_mat * token_info["ratio"]  # 1 at masked positions, where kl_mat is 0
         kl_loss = aggregate_loss(kl_mat, mask, loss_agg_mode, norm_constant)
         loss = loss + kl_coef * kl_loss
         metrics["kl"] = _masked_mean(jax.lax.stop_gradient(kl_mat), weights)

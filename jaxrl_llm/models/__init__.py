@@ -1,7 +1,8 @@
 """Flax Linen modules: MLP actor-critic, Llama-family decoder, checkpoint readers."""
 
 from jaxrl_llm.models.distributions import Categorical, DiagGaussian
-from jaxrl_llm.models.mlp import MLP, ActorCritic, CategoricalPolicy
+from jaxrl_llm.models.actor_critic import SeparateActorCritic
+from jaxrl_llm.models.mlp import MLP, ActorCritic, CategoricalPolicy, ValueMLP
 from jaxrl_llm.models.checkpoints import load, load_gguf, load_hf, save_hf
 from jaxrl_llm.models.kv_cache import KVCache, init_cache
 from jaxrl_llm.models.llama import (
@@ -28,7 +29,15 @@ from jaxrl_llm.models.lora import (
     unmerge_lora,
 )
 
-__all__ = ["MLP", "ActorCritic", "CategoricalPolicy", "Categorical", "DiagGaussian"]
+__all__ = [
+    "MLP",
+    "ActorCritic",
+    "CategoricalPolicy",
+    "Categorical",
+    "DiagGaussian",
+    "SeparateActorCritic",
+    "ValueMLP",
+]
 __all__ += [
     "KVCache",
     "LlamaConfig",

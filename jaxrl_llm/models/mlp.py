@@ -56,6 +56,18 @@ class ActorCritic(nn.Module):
         return Categorical(actor_out), value
 
 
+class ValueMLP(nn.Module):
+    """A state-value MLP over a flattened observation: `obs[B, ...] -> value[B]`."""
+
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
+        return MLP(self.hidden_sizes, 1, self.activation, 1.0, name="critic")(x)[:, 0]
+
+
 class CategoricalPolicy(nn.Module):
     """An MLP policy over observations with any leading batch axes: `obs[..., *obs_shape]`.
 

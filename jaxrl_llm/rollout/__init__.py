@@ -16,7 +16,12 @@ from jaxrl_llm.rollout.recent_returns import (
     recent_returns_mean,
 )
 from jaxrl_llm.rollout.sampling import GenerationOutput, generate
-from jaxrl_llm.rollout.trajectory import RolloutState, Trajectory, episode_return_mean
+from jaxrl_llm.rollout.trajectory import (
+    RolloutState,
+    Trajectory,
+    episode_return_mean,
+    episode_success_rate,
+)
 
 __all__ = [
     "GenerationOutput",
@@ -26,6 +31,7 @@ __all__ = [
     "RolloutState",
     "Trajectory",
     "episode_return_mean",
+    "episode_success_rate",
     "group_ids",
     "recent_returns_add",
     "recent_returns_init",
@@ -35,4 +41,28 @@ __all__ = [
     "reset_grouped",
     "rollout",
     "run_steps",
+]
+
+from jaxrl_llm.rollout.evaluate import EpisodeStats, evaluate_episodes, evaluate_policy
+from jaxrl_llm.rollout.replay import (
+    PrioritizedSample,
+    ReplayBuffer,
+    Transition,
+    example_transition,
+    importance_weights,
+    make_replay_buffer,
+    transitions_from_trajectory,
+)
+
+__all__ += [
+    "EpisodeStats",
+    "evaluate_episodes",
+    "evaluate_policy",
+    "PrioritizedSample",
+    "ReplayBuffer",
+    "Transition",
+    "example_transition",
+    "importance_weights",
+    "make_replay_buffer",
+    "transitions_from_trajectory",
 ]

@@ -3,6 +3,9 @@
 A policy is any function `policy(params, obs[N, ...], key) -> (action[N, ...],
 log_prob[N], extras)` where `extras` is a dict of `[N, ...]` arrays (e.g. value
 estimates) stored in `Trajectory.extras`.
+
+`Trajectory.success` is the env's `info["success"]` where the env reports success
+(`jaxrl_llm.envs.has_success(env)`), else all False.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxrl_llm.envs.registry import has_success
 from jaxrl_llm.rollout.trajectory import RolloutState, Trajectory
 
 Policy = Callable[[Any, Any, jax.Array], tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
@@ -73,6 +77,7 @@ def run_steps(
     # and costly for procedurally generated envs): step without it.
     step_fn = _step_without_reset(env) if single_episode else env.step
     batched_step = jax.vmap(step_fn, in_axes=(0, 0, 0, None))
+    reports_success = has_success(env)
 
     def one_step(state: RolloutState, step_key: jax.Array):
         policy_key, env_key = jax.random.split(step_key)
@@ -90,6 +95,7 @@ def run_steps(
             reward=reward,
             terminated=terminated,
             truncated=truncated,
+            success=_success(env, reports_success, info, terminated),
             log_prob=log_prob,
             next_obs=info["final_observation"],
             episode_return=jnp.where(done, episode_return, 0.0),
@@ -109,6 +115,18 @@ def run_steps(
 
     state, trajectory = jax.lax.scan(one_step, state, jax.random.split(key, num_steps))
     return trajectory, state
+
+
+def _success(env, reports_success: bool, info: dict, terminated: jax.Array) -> jax.Array:
+    """`[N]` bool: `info["success"]` (from `step_env`, so before any auto-reset), else False."""
+    if not reports_success:
+        return jnp.zeros(terminated.shape, bool)
+    if "success" not in info:
+        raise ValueError(
+            f"{type(env).__name__} declares reports_success=True but its step returned no "
+            f"info['success'] (info keys: {sorted(info)})."
+        )
+    return jnp.asarray(info["success"], bool).reshape(terminated.shape)
 
 
 def _step_without_reset(env):

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl_llm.training.parallel import reduce_mean
+from jaxrl_llm.training.parallel import reduce_mean, reduce_sum
 from jaxrl_llm.training.train_state import TrainState, apply_gradients
 
 
@@ -18,13 +18,17 @@ def loss_norm_constant(loss_agg_mode: str, mask: jax.Array, axis_name: str | Non
 
     `token-mean`: local token sum / mean per-device token count, so that the `pmean` of
     the gradients is exactly the gradient of the global token mean whatever the
-    per-device counts. `seq-mean-token-sum-norm`: the length constant. Other modes
-    average sequences, which equal-sized shards already do exactly (None).
+    per-device counts. `seq-mean-token-sum-norm`: the length constant. `token-sum-norm` (a
+    sum over the global batch / C): C / device count, so the `pmean` of the per-device
+    gradients is the global sum's. Other modes average sequences, which equal-sized shards
+    already do exactly (None).
     """
     if loss_agg_mode == "token-mean":
         return jnp.maximum(reduce_mean(mask.sum().astype(jnp.float32), axis_name), 1.0)
     if loss_agg_mode == "seq-mean-token-sum-norm":
         return length_constant
+    if loss_agg_mode == "token-sum-norm":  # a sum over the global batch: each device's share
+        return length_constant / reduce_sum(1.0, axis_name)
     return None
 
 
@@ -69,10 +73,10 @@ def microbatch_norm_constant(loss_agg_mode: str, norm_constant, num_microbatches
     """The `norm_constant` of one of `num_microbatches` equal slices whose losses are averaged.
 
     Sequence-mean modes average rows, so equal slices average exactly with their own default
-    denominators; `token-mean` divides by the batch's token count, of which each slice's
-    share (for a mean over slices) is 1 / num_microbatches.
+    denominators; `token-mean` (the batch's token count) and `token-sum-norm` (a sum over the
+    batch) need each slice's share, 1 / num_microbatches, for a mean over slices.
     """
-    if loss_agg_mode == "token-mean" and norm_constant is not None:
+    if loss_agg_mode in ("token-mean", "token-sum-norm") and norm_constant is not None:
         return norm_constant / num_microbatches
     return norm_constant
 

@@ -1,10 +1,11 @@
-"""Drive a compiled training loop on the host: chunks, checkpoints, metrics, progress.
+"""Drive a training loop: one compiled function, or chunks on the host with checkpoints.
 
-An algorithm is a `TrainFunctions` bundle of two pure functions over a runner-state
-pytree: `init(key) -> state` and `update(state) -> (state, metrics)`. `make_train`
-turns it into one jitted `train(key)` (PureJaxRL style, vmappable over seeds);
-`run` executes the same updates in chunks, checkpointing by update count and by time
-and logging every update, so a killed run resumes bit-for-bit.
+An `Algorithm` (see `training.algorithm`) is composed into `TrainFunctions`, two pure
+functions over a runner-state pytree: `init(key) -> state` and
+`update(state) -> (state, metrics)`. `make_train` turns them into one jitted
+`train(key)` (PureJaxRL style, vmappable over seeds); `run` executes the same updates
+in chunks, checkpointing by update count and by time and logging every update, so a
+killed run resumes bit-for-bit.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_llm.errors import NonFiniteLossError, TrainingInterrupted
+from jaxrl_llm.training.algorithm import Algorithm, compose
 from jaxrl_llm.training.checkpoint import CheckpointStore
+from jaxrl_llm.training.parallel import Mode
 from jaxrl_llm.training.metrics import CURVE_FILE, METRICS_FILE, MetricsWriter, plot_learning_curve
 from jaxrl_llm.training.run_dir import prepare_run_dir
 from jaxrl_llm.training.watchdog import StallWatchdog, exit_stalled
@@ -52,14 +55,49 @@ class TrainFunctions:
     when the latter is already a running statistic."""
 
 
-def make_train(fns: TrainFunctions) -> Callable[[jax.Array], tuple[Any, dict[str, jax.Array]]]:
-    """`train(key) -> (final_state, metrics[num_updates])`: the whole loop as one function."""
+def as_train_functions(training: Algorithm | TrainFunctions, parallel: Mode = "single") -> TrainFunctions:
+    """An `Algorithm` composed for `parallel` (see `compose`); `TrainFunctions` as they are."""
+    if isinstance(training, Algorithm):
+        return compose(training, parallel)
+    return training
+
+
+def make_train(
+    training: Algorithm | TrainFunctions, parallel: Mode = "single"
+) -> Callable[[jax.Array], tuple[Any, dict[str, jax.Array]]]:
+    """`train(key) -> (final_state, metrics[num_updates])`: the whole loop as one function,
+    jittable and vmappable over keys."""
+    fns = as_train_functions(training, parallel)
+    if fns.host_update:
+        raise ValueError(
+            "make_train compiles the whole run into one program, but this algorithm collects its data "
+            "on the host (its rewards or data come from Python): run it with training.run(...), or "
+            "call the composed update in a Python loop."
+        )
 
     def train(key: jax.Array):
         state = fns.init(key)
         return jax.lax.scan(lambda s, _: fns.update(s), state, None, length=fns.num_updates)
 
     return train
+
+
+def train_on_host(
+    training: Algorithm | TrainFunctions, key: jax.Array, progress: bool = False, description: str = ""
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """`(final_state, metrics[num_updates])` of a run in memory, one update per Python
+    iteration (for host-driven algorithms, which `make_train` refuses); no files written."""
+    from tqdm.auto import tqdm
+
+    fns = as_train_functions(training)
+    state, rows = fns.init(key), []
+    with tqdm(total=fns.num_updates, desc=description, unit="update", disable=not progress) as bar:
+        for _ in range(fns.num_updates):
+            state, metrics = fns.update(state)
+            rows.append(jax.device_get(metrics))  # waits: the bar shows finished updates
+            bar.set_postfix({fns.loss_metric: f"{float(rows[-1][fns.loss_metric]):.3g}"}, refresh=False)
+            bar.update()
+    return state, {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
 
 
 def _chunk_runner(fns: TrainFunctions, chunk_length: int) -> Callable[[Any, int], tuple[Any, dict]]:
@@ -90,7 +128,7 @@ def _chunk_runner(fns: TrainFunctions, chunk_length: int) -> Callable[[Any, int]
 
 
 def run(
-    fns: TrainFunctions,
+    training: Algorithm | TrainFunctions,
     run_config: dict[str, Any],
     out_dir: str | Path,
     seed: int,
@@ -106,8 +144,11 @@ def run(
     allow_changes: tuple[str, ...] = (),
     stall_seconds: float = 120.0,
     on_stall: Callable[[str], None] = exit_stalled,
+    parallel: Mode = "single",
+    prepare_dir: bool = True,
 ) -> Any:
-    """Runs `fns` to `num_updates`, writing under `out_dir`.
+    """Runs `training` (an `Algorithm`, composed for `parallel`) to `num_updates`, writing
+    under `out_dir`.
 
     Writes `config.json`, `metrics.csv` (one row per update: `step`, `frames` and the
     algorithm's metrics), TensorBoard events in `tb/`, orbax checkpoints in
@@ -134,10 +175,12 @@ def run(
     """
     from tqdm.auto import tqdm
 
+    fns = as_train_functions(training, parallel)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every={checkpoint_every} is invalid: must be >= 1.")
     out_dir = Path(out_dir)
-    prepare_run_dir(out_dir, run_config, resume, overwrite=overwrite, allow_changes=allow_changes)
+    if prepare_dir:  # False when the caller already did (before loading a model into it)
+        prepare_run_dir(out_dir, run_config, resume, overwrite=overwrite, allow_changes=allow_changes)
     store = CheckpointStore(out_dir / "checkpoints", max_to_keep=max_to_keep)
     init = fns.init if fns.host_update else jax.jit(fns.init)
     state = init(jax.random.PRNGKey(seed))
@@ -149,8 +192,8 @@ def run(
             print(f"{out_dir}: no update was checkpointed yet; starting from update 0.", file=sys.stderr)
         if start >= fns.num_updates:
             print(
-                f"{out_dir} is already at update {start} of {fns.num_updates}; "
-                "raise the budget (--total-frames / --num-updates) to extend it.",
+                f"{out_dir} is already at update {start} of {fns.num_updates}: nothing to train "
+                "(raise the budget, --total-frames / --num-updates, to extend it).",
                 file=sys.stderr,
             )
     writer = None  # opened on the first chunk, once the metric names are known

@@ -95,8 +95,13 @@ def _pmapped(step_fn: StepFn, mesh: Mesh) -> Callable:
         devices=devices,
     )
 
+    per_device = NamedSharding(mesh, P(DATA_AXIS))
+
     def step(state, batch, key):
         split = jax.tree.map(lambda x: x.reshape(num_devices, x.shape[0] // num_devices, *x.shape[1:]), batch)
+        # a batch computed from replicated outputs of an earlier step is committed replicated;
+        # pmap takes its leading axis one slice per device
+        split = jax.device_put(split, per_device)
         new_state, metrics = mapped(state, split, key)
         first = lambda x: x[0]  # outputs are replicated after the collectives
         return jax.tree.map(first, new_state), jax.tree.map(first, metrics)

@@ -1,7 +1,8 @@
 """A run's directory: who may write into it, and what a resume may change.
 
 A run directory holds `config.json` (the run's config plus a `history` of the changes
-made on resume), `metrics.csv`, `tb/`, `checkpoints/` and `learning_curve.png`. A new
+made on resume), `metrics.csv`, `tb/`, `checkpoints/`, `learning_curve.png` and, for a
+run that starts from a warm-up run, that run in `warmup/`. A new
 run needs an empty (or absent) directory, or `overwrite=True`; a resume needs a run
 there and the same config, except for
 
@@ -30,7 +31,8 @@ from jaxrl_llm.training.atomic_file import replacing
 CONFIG_FILE = "config.json"
 HISTORY_KEY = "history"
 BUDGET_FIELDS = frozenset({"total_frames", "num_updates"})
-RUN_ARTIFACTS = frozenset({CONFIG_FILE, "metrics.csv", "learning_curve.png", "tb", "checkpoints"})
+WARMUP_DIR = "warmup"  # a run that starts from another run's result (LM-GRPO's supervised warm-up)
+RUN_ARTIFACTS = frozenset({CONFIG_FILE, "metrics.csv", "learning_curve.png", "tb", "checkpoints", WARMUP_DIR})
 
 
 def _write_config(path: Path, config: dict[str, Any]) -> None:

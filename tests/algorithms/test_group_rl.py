@@ -30,10 +30,10 @@ def small_batches():
         config = GroupRLConfig(
             algorithm=algorithm, num_groups=4, group_size=4, episode_steps=10, env_kwargs={"size": 4}
         )
-        parts = group_rl.make_parts(config)
-        state = group_rl.make_train_functions(config).init(jax.random.PRNGKey(0))
-        params = state.train_state.params
-        out[algorithm] = group_rl.collect_group_batch(jax.random.PRNGKey(1), params, params, parts, config)
+        algo = group_rl.make_group_rl(config)
+        train_state, collect_state = algo.init(jax.random.PRNGKey(0))
+        _, batch, metrics = algo.collect(collect_state, train_state.params, jax.random.PRNGKey(1))
+        out[algorithm] = batch, metrics
     return out
 
 
@@ -92,3 +92,19 @@ def test_improves_on_random_small_mazes(algorithm):
     assert np.isfinite(np.asarray(metrics["loss"])).all()
     first, last = success[:10].mean(), success[-20:].mean()
     assert last >= first + 0.15, (first, last)
+
+
+def test_success_comes_from_the_environment():
+    """CliffWalking's returns are all negative, yet reaching the goal is success; CartPole has
+    no notion of success, so no success_rate is logged and the curve follows the return."""
+    cliff = group_rl.make_group_rl(
+        GroupRLConfig(env="CliffWalking-v0", num_groups=2, group_size=2, episode_steps=8)
+    )
+    assert cliff.progress_metric == "success_rate"
+    cartpole = group_rl.make_group_rl(
+        GroupRLConfig(env="CartPole-v1", num_groups=2, group_size=2, episode_steps=8)
+    )
+    assert cartpole.progress_metric == "episode_return_mean"
+    train_state, collect_state = cartpole.init(jax.random.PRNGKey(0))
+    _, _, metrics = cartpole.collect(collect_state, train_state.params, jax.random.PRNGKey(1))
+    assert "success_rate" not in metrics

@@ -12,9 +12,10 @@ import optax
 import pytest
 
 from jaxrl_llm.algorithms import lm_grpo, lm_sft
+from jaxrl_llm.algorithms.lm_task import LoadedModel
 from jaxrl_llm.data import Problem
 from jaxrl_llm.models.llama_config import LlamaConfig
-from jaxrl_llm.training import CheckpointStore
+from jaxrl_llm.training import CheckpointStore, compose, train_on_host
 from jaxrl_llm.training.metrics import read_metrics
 
 TINY = dict(
@@ -35,11 +36,11 @@ def tiny_run():
 
 
 def test_updates_are_finite_and_advance(tiny_run):
-    fns = lm_grpo.make_train_functions(tiny_run)
+    fns = compose(lm_grpo.make_lm_grpo(tiny_run.config, tiny_run))
     state = fns.init(jax.random.PRNGKey(0))
     for _ in range(2):
         state, metrics = fns.update(state)
-    assert int(state.update) == 2 and int(state.train_state.step) == 2
+    assert int(state.collect_state.update) == 2 and int(state.train_state.step) == 2
     assert np.isfinite(metrics["loss"]) and 0.0 <= metrics["accuracy"] <= 1.0
     assert 1 <= metrics["completion_length_mean"] <= 4
     assert 0.0 <= metrics["zero_std_group_fraction"] <= 1.0
@@ -73,7 +74,7 @@ def test_lora_trains_only_adapters(tiny_run):
         model_config=tiny_run.model_config,
         tokenizer=tiny_run.tokenizer,
     )
-    fns = lm_grpo.make_train_functions(run)
+    fns = compose(lm_grpo.make_lm_grpo(run.config, run))
     state = fns.init(jax.random.PRNGKey(1))
     before = jax.tree.map(np.asarray, state.train_state.params)
     for _ in range(3):
@@ -107,7 +108,7 @@ def _random_completion_batch(run, key, rows=8, prompt_len=5, completion_len=6):
     )
 
 
-@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "token-sum-norm"])
 def test_microbatched_step_equals_the_full_batch_step(tiny_run, mode):
     """Gradient accumulation over 4 slices of 2 rows gives the one-pass gradient and loss
     (SGD with step 1, so the parameter change is the gradient)."""
@@ -127,12 +128,11 @@ def test_microbatched_step_equals_the_full_batch_step(tiny_run, mode):
             model_config=tiny_run.model_config,
             tokenizer=tiny_run.tokenizer,
         )
-        fns = lm_grpo.make_train_functions(run)
-        state = fns.init(jax.random.PRNGKey(0)).train_state
+        state, _ = lm_grpo.make_lm_grpo(config, run).init(jax.random.PRNGKey(0))
         step = jax.jit(
-            lambda s, b: lm_grpo.grpo_step((s, run.base_params), b, None, run=run, tx=optax.sgd(1.0))
+            lambda s, b: lm_grpo.grpo_step(s, b, None, frozen=run.base_params, run=run, tx=optax.sgd(1.0))
         )
-        (new_state, _), metrics = step(state, batch)
+        new_state, metrics = step(state, batch)
         results.append((new_state.params, metrics))
     (full_params, full_metrics), (micro_params, micro_metrics) = results
     np.testing.assert_allclose(micro_metrics["loss"], full_metrics["loss"], rtol=1e-5, atol=1e-7)
@@ -185,18 +185,17 @@ def test_grpo_raises_held_out_accuracy_of_a_warmed_up_tiny_model():
         format_reward_weight=0.0,
     )
     run = lm_grpo.setup(config, problems=train)
-    params, losses = lm_sft.supervised_finetune(
-        run.base_params,
-        run.model_config,
-        run.tokenizer,
-        train,
-        steps=300,
+    sft_config = lm_sft.SFTConfig(
+        model="tiny",
+        num_updates=300,
         batch_size=32,
         learning_rate=1e-3,
-        seed=0,
         max_prompt_tokens=24,
         max_target_tokens=4,
     )
+    loaded = LoadedModel(run.base_params, run.model_config, run.tokenizer)
+    warm, sft_metrics = train_on_host(lm_sft.make_sft(sft_config, loaded, train), jax.random.PRNGKey(0))
+    params, losses = warm.train_state.params, sft_metrics["loss"]
     assert float(losses[-20:].mean()) < float(losses[:20].mean())
     run = lm_grpo.setup(
         config, params=params, model_config=run.model_config, tokenizer=run.tokenizer, problems=train
@@ -205,7 +204,7 @@ def test_grpo_raises_held_out_accuracy_of_a_warmed_up_tiny_model():
         run, p, held_out, temperature=1.0, samples=16, batch_size=96
     )
     before = accuracy(params)
-    fns = lm_grpo.make_train_functions(run)
+    fns = compose(lm_grpo.make_lm_grpo(config, run))
     state = fns.init(jax.random.PRNGKey(0))
     train_accuracy = []
     for _ in range(config.num_updates):
@@ -323,9 +322,9 @@ def test_activation_estimate_tracks_xla_buffers_per_row(tiny_run, remat):
     run = lm_grpo.setup(
         config, params=tiny_run.base_params, model_config=tiny_run.model_config, tokenizer=tiny_run.tokenizer
     )
-    state = lm_grpo.make_train_functions(run).init(jax.random.PRNGKey(0)).train_state
+    state, _ = lm_grpo.make_lm_grpo(config, run).init(jax.random.PRNGKey(0))
     tx = lm_grpo.make_optimizer(config)
-    step = jax.jit(lambda s, base, b: lm_grpo.grpo_step((s, base), b, None, run=run, tx=tx))
+    step = jax.jit(lambda s, base, b: lm_grpo.grpo_step(s, b, None, frozen=base, run=run, tx=tx))
 
     def temp_bytes(rows):
         batch = _random_completion_batch(run, jax.random.key(0), rows=rows, prompt_len=32, completion_len=32)
@@ -348,9 +347,9 @@ def test_remat_step_equals_the_stored_activation_step(tiny_run):
             model_config=tiny_run.model_config,
             tokenizer=tiny_run.tokenizer,
         )
-        state = lm_grpo.make_train_functions(run).init(jax.random.PRNGKey(0)).train_state
+        state, _ = lm_grpo.make_lm_grpo(config, run).init(jax.random.PRNGKey(0))
         step = jax.jit(partial(lm_grpo.grpo_step, key=None, run=run, tx=optax.sgd(1.0)))
-        (new_state, _), _ = step((state, run.base_params), batch)
+        new_state, _ = step(state, batch, frozen=run.base_params)
         results.append(new_state.params)
     for stored, recomputed in zip(*map(jax.tree.leaves, results)):
         np.testing.assert_allclose(recomputed, stored, rtol=1e-5, atol=1e-7)
@@ -367,24 +366,68 @@ def test_setup_says_what_it_loads_and_can_be_quiet(capsys):
 
 def test_supervised_warm_up_shows_a_progress_bar(tiny_run, capsys):
     problems = [Problem("What is 1 + 2?", "3"), Problem("What is 2 + 2?", "4")]
-    warm_up = lambda progress: lm_sft.supervised_finetune(
-        tiny_run.base_params,
-        tiny_run.model_config,
-        tiny_run.tokenizer,
-        problems,
-        steps=3,
-        batch_size=2,
-        learning_rate=1e-3,
-        seed=0,
-        max_prompt_tokens=24,
-        max_target_tokens=4,
-        progress=progress,
-    )
-    _, losses = warm_up(True)
-    assert losses.shape == (3,) and np.isfinite(losses).all()
+    config = lm_grpo.LMGRPOConfig(**TINY, sft_warmup_steps=3)
+    loaded = LoadedModel(tiny_run.base_params, tiny_run.model_config, tiny_run.tokenizer)
+    params = lm_grpo.warm_up(config, loaded, problems, verbose=True)
+    assert not np.array_equal(jax.tree.leaves(params)[0], jax.tree.leaves(tiny_run.base_params)[0])
     assert re.search(r"supervised warm-up: 100%.*3/3", capsys.readouterr().err)
-    warm_up(False)
+    lm_grpo.warm_up(config, loaded, problems, verbose=False)
     assert capsys.readouterr().err == ""
+
+
+def test_warm_up_is_checkpointed_and_not_rerun_on_resume(tiny_run, tmp_path, monkeypatch):
+    problems = [Problem("What is 1 + 2?", "3"), Problem("What is 2 + 2?", "4")]
+    config = lm_grpo.LMGRPOConfig(**TINY, sft_warmup_steps=3)
+    given = dict(
+        params=tiny_run.base_params, model_config=tiny_run.model_config, tokenizer=tiny_run.tokenizer
+    )
+    first = lm_grpo.setup(config, **given, problems=problems, verbose=False, warmup_dir=tmp_path / "warmup")
+    assert CheckpointStore(tmp_path / "warmup" / "checkpoints").latest_step() == 3
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the warm-up trained again on resume")
+
+    monkeypatch.setattr(lm_sft, "sft_step", no_training)
+    again = lm_grpo.setup(
+        config, **given, problems=problems, verbose=False, warmup_dir=tmp_path / "warmup", resume=True
+    )
+    for a, b in zip(jax.tree.leaves(first.base_params), jax.tree.leaves(again.base_params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(AssertionError, match="trained again"):  # the patch is live: a new run trains
+        lm_grpo.setup(config, **given, problems=problems, verbose=False, warmup_dir=tmp_path / "other")
+
+
+def test_sft_command_trains_and_lowers_the_loss(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxrl_llm.cli",
+            "sft",
+            "--model",
+            "tiny",
+            "--arithmetic-kinds",
+            "add",
+            "--max-operand",
+            "9",
+            "--max-prompt-tokens",
+            "24",
+            "--max-target-tokens",
+            "4",
+            "--num-updates",
+            "30",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    losses = [r["loss"] for r in read_metrics(tmp_path / "metrics.csv")]
+    assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
+    assert CheckpointStore(tmp_path / "checkpoints").latest_step() == 30
 
 
 def test_data_path_errors_name_the_path_and_the_fix(tmp_path):

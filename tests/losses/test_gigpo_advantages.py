@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxrl_llm.losses import gigpo
 from jaxrl_llm.losses.gigpo import (
+    GiGPOAdvantages,
     anchor_state_group_ids,
     discounted_step_returns,
     gigpo_advantages,
@@ -348,6 +349,144 @@ class GiGPOAdvantagesTest(chex.TestCase):
         with jax.enable_x64(True):
             wide = observation_elements(jnp.array([[2**40 + 1]], jnp.int64), num_leading_axes=1)
             self.assertEqual(wide.shape, (1, 2))  # 8-byte elements become two uint32
+
+    def test_precomputed_returns_equal_to_the_computed_ones_give_identical_output(self):
+        rng = np.random.default_rng(4)
+        rollout = random_rollout(rng, prefix_mask=False)
+        gamma = 0.9
+        step_mask = rollout["step_mask"]
+        episode_returns = jnp.sum(jnp.where(step_mask, rollout["rewards"], 0.0), axis=-1)
+        step_returns = discounted_step_returns(rollout["rewards"], step_mask, gamma)
+
+        @jax.jit
+        def every_option(
+            rewards, step_mask, episode_group_ids, states, invalid, episode_returns, step_returns
+        ):
+            outputs = []
+            for normalization, baseline, penalty in OPTION_COMBINATIONS:
+                run = functools.partial(
+                    gigpo_advantages,
+                    step_mask=step_mask,
+                    episode_group_ids=episode_group_ids,
+                    anchor_obs=states,
+                    gamma=gamma,
+                    normalization=normalization,
+                    episode_baseline_over=baseline,
+                    invalid_action_mask=invalid if penalty else None,
+                    num_episode_groups=8,
+                )
+                outputs.append(
+                    (
+                        run(rewards),
+                        run(rewards, episode_returns=episode_returns),
+                        run(rewards, step_returns=step_returns),
+                        run(None, episode_returns=episode_returns, step_returns=step_returns),
+                    )
+                )
+            return outputs
+
+        results = every_option(
+            rollout["rewards"],
+            step_mask,
+            rollout["episode_group_ids"],
+            rollout["states"].astype(np.int32),
+            rollout["invalid"],
+            episode_returns,
+            step_returns,
+        )
+        for option, (computed, *precomputed) in zip(OPTION_COMBINATIONS, results):
+            for variant, out in zip(("episode", "step", "both"), precomputed):
+                for field in GiGPOAdvantages._fields:
+                    chex.assert_trees_all_equal(
+                        getattr(out, field),
+                        getattr(computed, field),
+                        custom_message=f"{option} {variant} {field}",
+                    )
+
+    def test_custom_returns_are_used_as_given(self):
+        # E.g. length-normalised episode returns and KL-shaped step returns (any values work).
+        rng = np.random.default_rng(5)
+        rollout = random_rollout(rng, prefix_mask=False)
+        anchor_obs = render(rollout["states"], "grid_int8", rng)
+        lengths = np.maximum(rollout["step_mask"].sum(-1), 1)
+        custom_episode = (np.where(rollout["step_mask"], rollout["rewards"], 0).sum(-1) / lengths).astype(
+            np.float32
+        )
+        custom_steps = rng.normal(size=rollout["rewards"].shape).astype(np.float32)
+        custom_steps[rollout["states"] % 3 == 0] = 0.25  # some equal-return step groups
+        supplied = [dict(episode_returns=custom_episode), dict(step_returns=custom_steps)]
+        supplied.append({**supplied[0], **supplied[1]})
+
+        @jax.jit
+        def every_option(rewards, step_mask, episode_group_ids, anchor_obs, invalid):
+            return [
+                gigpo_advantages(
+                    rewards,
+                    step_mask,
+                    episode_group_ids,
+                    anchor_obs,
+                    gamma=0.95,
+                    normalization=normalization,
+                    episode_baseline_over=baseline,
+                    invalid_action_mask=invalid if penalty else None,
+                    num_episode_groups=8,
+                    **returns,
+                )
+                for normalization, baseline, penalty in OPTION_COMBINATIONS
+                for returns in supplied
+            ]
+
+        results = iter(
+            every_option(
+                rollout["rewards"],
+                rollout["step_mask"],
+                rollout["episode_group_ids"],
+                anchor_obs,
+                rollout["invalid"],
+            )
+        )
+        for normalization, baseline, penalty in OPTION_COMBINATIONS:
+            default = gigpo_advantages_reference(
+                rollout["rewards"],
+                rollout["step_mask"],
+                rollout["episode_group_ids"],
+                anchor_obs,
+                gamma=0.95,
+                normalization=normalization,
+                episode_baseline_over=baseline,
+                invalid_action_mask=rollout["invalid"] if penalty else None,
+            )
+            for returns in supplied:
+                label = f"{normalization} {baseline} {penalty} {sorted(returns)}"
+                reference = gigpo_advantages_reference(
+                    rollout["rewards"],
+                    rollout["step_mask"],
+                    rollout["episode_group_ids"],
+                    anchor_obs,
+                    gamma=0.95,
+                    normalization=normalization,
+                    episode_baseline_over=baseline,
+                    invalid_action_mask=rollout["invalid"] if penalty else None,
+                    **returns,
+                )
+                assert_matches_reference(self, next(results), reference, label)
+                # The supplied values changed the advantages they feed (so they were not ignored).
+                changed = "episode_advantages" if "episode_returns" in returns else "step_advantages"
+                self.assertGreater(np.abs(reference[changed] - default[changed]).max(), 0.1, label)
+
+    def test_returns_without_rewards_need_both(self):
+        args = (np.ones((2, 2), bool), np.zeros(2, np.int32), np.zeros((2, 2), np.int32))
+        with self.assertRaisesRegex(ValueError, "episode_returns and step_returns"):
+            gigpo_advantages(None, *args, step_returns=np.zeros((2, 2), np.float32))
+        out = gigpo_advantages(
+            None,
+            *args,
+            episode_returns=np.array([1.0, 3.0], np.float32),
+            step_returns=np.array([[2.0, 1.0], [0.0, 5.0]], np.float32),
+        )
+        # Same state at every step of one episode group: A^S = G − mean over the four steps (2.0).
+        np.testing.assert_allclose(out.step_advantages, [[0.0, -1.0], [-2.0, 3.0]])
+        np.testing.assert_allclose(out.episode_advantages, [[-1.0, -1.0], [1.0, 1.0]])
 
     def test_rejects_unknown_options(self):
         args = (

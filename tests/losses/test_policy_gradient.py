@@ -3,7 +3,9 @@
 The first section holds independent float64 numpy transcriptions of the two reference libraries'
 documented formulas (verl `core_algos.compute_policy_loss` + `agg_loss` + `dp_actor` total loss, as
 vendored in verl-agent; TRL `GRPOTrainer._compute_loss` for `loss_type` grpo / bnpo / dr_grpo /
-dapo). They share no code with the JAX implementation under test.
+dapo, including TRL 1.16's `use_bias_correction_kl`, read in trl-1.16.0's
+`trl/trainer/grpo_trainer.py` and `grpo_config.py`). They share no code with the JAX implementation
+under test.
 """
 
 import functools
@@ -21,6 +23,7 @@ from jaxrl_llm.losses.policy_gradient import (
     policy_gradient_loss,
     ppo_clip_token_loss,
 )
+from jaxrl_llm.training.gradient_steps import accumulated_gradients, microbatch_norm_constant
 
 # ==============================================================================================
 # verl (verl/trainer/ppo/core_algos.py, verl/workers/actor/dp_actor.py), float64 numpy.
@@ -84,19 +87,32 @@ def verl_actor_loss(
 # ==============================================================================================
 
 
-def trl_per_token_loss(batch, epsilon_low, epsilon_high, beta, importance_sampling_level="token"):
+def trl_per_token_loss(
+    batch,
+    epsilon_low,
+    epsilon_high,
+    beta,
+    importance_sampling_level="token",
+    use_bias_correction_kl=False,
+):
+    """TRL's per-token loss; `use_bias_correction_kl` (TRL 1.16 default True) multiplies the k3 by
+    the importance weight coef_1 = exp(log_importance_weights) before β·KL is added per token."""
     logp, old, mask = batch["logp"], batch["old_logp"], batch["mask"]
     log_ratio = logp - old
     if importance_sampling_level == "sequence":
         log_ratio = ((log_ratio * mask).sum(-1) / np.maximum(mask.sum(-1), 1.0))[:, None]
     coef_1 = np.exp(log_ratio)
+    if beta != 0.0:
+        d = batch["ref_logp"] - logp
+        per_token_kl = np.exp(d) - d - 1
+        if use_bias_correction_kl:
+            per_token_kl = per_token_kl * coef_1
     coef_2 = np.clip(coef_1, 1 - epsilon_low, 1 + epsilon_high)
     advantages = batch["advantages"][:, None]
     per_token_loss = -np.minimum(coef_1 * advantages, coef_2 * advantages)
     per_token_loss = np.broadcast_to(per_token_loss, logp.shape)
     if beta != 0.0:
-        d = batch["ref_logp"] - logp
-        per_token_loss = per_token_loss + beta * (np.exp(d) - d - 1)
+        per_token_loss = per_token_loss + beta * per_token_kl
     return per_token_loss
 
 
@@ -283,6 +299,209 @@ class CrossLibraryAggregationTest(chex.TestCase):
                 )
             )(no_extras)
             np.testing.assert_allclose(loss, expected, rtol=2e-5, err_msg=level)
+
+
+class TRLBiasCorrectedKLTest(chex.TestCase):
+    """`kl_bias_correction` against TRL 1.16's `use_bias_correction_kl` (on, TRL's default, and off)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_values_match_trl_with_and_without_the_correction(self):
+        rng = np.random.default_rng(13)
+        ragged = random_batch(rng, batch_size=6, length=9, allow_empty_rows=True)  # row 0 all masked
+        single_token = random_batch(rng, batch_size=4, length=1)
+        single_token["mask"] = np.ones_like(single_token["mask"])
+        max_completion_length = 12
+        modes = {
+            "grpo": dict(loss_agg_mode="seq-mean-token-mean"),
+            "bnpo": dict(loss_agg_mode="token-mean"),
+            "dr_grpo": dict(loss_agg_mode="seq-mean-token-sum-norm", norm_constant=max_completion_length),
+        }
+        settings = list(itertools.product(modes, (False, True), ("token", "sequence")))
+
+        def every_setting(batch):
+            no_entropy = {k: v for k, v in batch.items() if k != "entropy"}
+            return [
+                our_loss(
+                    no_entropy,
+                    eps_low=0.2,
+                    eps_high=0.28,
+                    kl_coef=0.1,
+                    k3_clip=None,
+                    kl_bias_correction=correction,
+                    importance_sampling_level=level,
+                    **modes[loss_type],
+                )[0]
+                for loss_type, correction, level in settings
+            ]
+
+        for name, batch in (("ragged", ragged), ("single_token", single_token)):
+            results = self.variant(every_setting)(batch)
+            expected = {
+                (loss_type, correction, level): trl_aggregate(
+                    trl_per_token_loss(as_float64(batch), 0.2, 0.28, 0.1, level, correction),
+                    batch["mask"].astype(np.float64),
+                    loss_type,
+                    max_completion_length=max_completion_length,
+                )
+                for loss_type, correction, level in settings
+            }
+            for setting, ours in zip(settings, results):
+                np.testing.assert_allclose(ours, expected[setting], rtol=2e-5, err_msg=f"{name} {setting}")
+            # The two TRL settings differ by far more than the tolerance, so a flag that did nothing
+            # (or always applied the correction) would fail above.
+            for loss_type, level in itertools.product(modes, ("token", "sequence")):
+                gap = abs(expected[(loss_type, True, level)] - expected[(loss_type, False, level)])
+                self.assertGreater(gap, 1e-3 * abs(expected[(loss_type, False, level)]), (name, loss_type))
+
+    def test_gradients_match_finite_differences_of_trl_in_float64(self):
+        with jax.enable_x64(True):
+            rng = np.random.default_rng(14)
+            batch = as_float64(random_batch(rng, batch_size=5, length=6, allow_empty_rows=True))
+            del batch["entropy"]
+            # Keep log-ratios away from the clip kinks so central differences are valid.
+            batch["logp"] = batch["old_logp"] + rng.choice([-0.6, -0.1, 0.05, 0.12, 0.5], size=(5, 6))
+            mask = batch["mask"]
+            settings = list(itertools.product((False, True), ("token", "sequence")))
+
+            def ours(logp):  # [num_settings]
+                return jnp.stack(
+                    [
+                        our_loss(
+                            {**batch, "logp": logp},
+                            eps_low=0.2,
+                            eps_high=0.28,
+                            kl_coef=0.1,
+                            k3_clip=None,
+                            kl_bias_correction=correction,
+                            importance_sampling_level=level,
+                            loss_agg_mode="seq-mean-token-mean",
+                        )[0]
+                        for correction, level in settings
+                    ]
+                )
+
+            def trl(logp):
+                shifted = {**batch, "logp": logp}
+                return np.array(
+                    [
+                        trl_aggregate(
+                            trl_per_token_loss(shifted, 0.2, 0.28, 0.1, level, correction), mask, "grpo"
+                        )
+                        for correction, level in settings
+                    ]
+                )
+
+            jacobian = np.asarray(jax.jit(jax.jacrev(ours))(jnp.asarray(batch["logp"])))  # [S, B, T]
+            np.testing.assert_allclose(jax.jit(ours)(batch["logp"]), trl(batch["logp"]), rtol=1e-12)
+            numeric = np.zeros_like(jacobian)
+            step = 1e-6
+            for index in zip(*np.nonzero(mask)):
+                shift = np.zeros_like(batch["logp"])
+                shift[index] = step
+                numeric[(slice(None),) + index] = (
+                    trl(batch["logp"] + shift) - trl(batch["logp"] - shift)
+                ) / (2 * step)
+            for s, setting in enumerate(settings):
+                np.testing.assert_allclose(
+                    jacobian[s], numeric[s], rtol=1e-6, atol=1e-8, err_msg=str(setting)
+                )
+
+            # On-policy (ρ = 1) the corrected value equals the plain one, but its gradient does not:
+            # ∇(ρ·k3) − ∇k3 = k3·∇ρ = k3 per token, weighted by β / (B·|o_i|) in seq-mean-token-mean.
+            on_policy = jnp.asarray(batch["old_logp"])
+            values = jax.jit(ours)(on_policy)
+            gradients = np.asarray(jax.jit(jax.jacrev(ours))(on_policy))
+            plain, corrected = settings.index((False, "token")), settings.index((True, "token"))
+            np.testing.assert_allclose(values[corrected], values[plain], rtol=1e-12)
+            d = batch["ref_logp"] - batch["old_logp"]
+            lengths = np.maximum(mask.sum(-1, keepdims=True), 1.0)
+            expected_gap = 0.1 * (np.exp(d) - d - 1) * mask / (5 * lengths)
+            np.testing.assert_allclose(
+                gradients[corrected] - gradients[plain], expected_gap, rtol=1e-9, atol=1e-15
+            )
+            self.assertGreater(np.abs(expected_gap).max(), 1e-4)
+
+
+class DapoGradientAccumulationTest(chex.TestCase):
+    """The "dapo" recipe under `training.gradient_steps` accumulation (mean over micro-batches)."""
+
+    def test_accumulated_gradient_equals_trl_dapo_on_the_full_batch(self):
+        num_processes, num_microbatches, rows_per_microbatch = 2, 3, 2
+        batch_size, length, features, vocab = num_processes * num_microbatches * rows_per_microbatch, 5, 3, 4
+        eps_low, eps_high, beta = 0.2, 0.28, 0.05
+        with jax.enable_x64(True):
+            rng = np.random.default_rng(15)
+            lengths = rng.integers(1, length + 1, size=batch_size)
+            lengths[1], lengths[4] = 0, 1  # an all-masked row and a length-1 row
+            mask = (np.arange(length)[None] < lengths[:, None]).astype(np.float64)
+            x = rng.normal(size=(batch_size, length, features))
+            tokens = rng.integers(0, vocab, size=(batch_size, length))
+            params = 0.5 * rng.normal(size=(features, vocab))
+
+            def token_logp(params, x, tokens):  # a linear softmax policy over a small vocabulary
+                log_probs = jax.nn.log_softmax(x @ params)
+                return jnp.take_along_axis(log_probs, tokens[..., None], axis=-1)[..., 0]
+
+            start = np.asarray(token_logp(params, x, tokens))
+            data = {
+                "x": x,
+                "tokens": tokens,
+                "old_logp": start + rng.normal(0, 0.3, size=start.shape),
+                "ref_logp": start + rng.normal(0, 0.3, size=start.shape),
+                "advantages": rng.normal(size=batch_size),
+                "mask": mask,
+            }
+            global_tokens = mask.sum()
+
+            def trl_dapo_full_batch(params):
+                # TRL 1.16 `dapo` on the whole batch in one process without accumulation:
+                # Σ m·(−min(ρA, clip(ρ)A) + β·ρ·k3) / num_items_in_batch (use_bias_correction_kl=True).
+                logp = token_logp(params, x, tokens)
+                coef_1 = jnp.exp(logp - data["old_logp"])
+                d = data["ref_logp"] - logp
+                per_token_kl = (jnp.exp(d) - d - 1) * coef_1
+                coef_2 = jnp.clip(coef_1, 1 - eps_low, 1 + eps_high)
+                advantages = data["advantages"][:, None]
+                per_token = -jnp.minimum(coef_1 * advantages, coef_2 * advantages) + beta * per_token_kl
+                return jnp.sum(per_token * mask) / global_tokens
+
+            expected = np.asarray(jax.grad(trl_dapo_full_batch)(params))
+
+            def accumulated_then_averaged_over_processes(norm_constant):
+                def loss_fn(params, micro):
+                    return policy_gradient_loss(
+                        token_logp(params, micro["x"], micro["tokens"]),
+                        micro["old_logp"],
+                        micro["advantages"],
+                        micro["mask"],
+                        ref_logp=micro["ref_logp"],
+                        eps_low=eps_low,
+                        eps_high=eps_high,
+                        kl_coef=beta,
+                        k3_clip=None,
+                        kl_bias_correction=True,
+                        loss_agg_mode="token-mean",
+                        norm_constant=norm_constant,
+                    )
+
+                shards = jax.tree.map(lambda a: a.reshape(num_processes, -1, *a.shape[1:]), data)
+                per_process = [
+                    accumulated_gradients(
+                        loss_fn, params, jax.tree.map(lambda a: a[p], shards), num_microbatches
+                    )[0]
+                    for p in range(num_processes)
+                ]
+                return np.mean(per_process, axis=0)  # the pmean of gradients over processes
+
+            dapo_norm_constant = global_tokens / num_processes  # TRL: num_items_in_batch / num_processes
+            exact = accumulated_then_averaged_over_processes(
+                microbatch_norm_constant("token-mean", dapo_norm_constant, num_microbatches)
+            )
+            np.testing.assert_allclose(exact, expected, rtol=1e-5, atol=1e-8)
+            # Without the accumulation factor the gradient is num_microbatches times too small.
+            uncorrected = accumulated_then_averaged_over_processes(dapo_norm_constant)
+            np.testing.assert_allclose(uncorrected * num_microbatches, expected, rtol=1e-5, atol=1e-8)
+            self.assertGreater(np.abs(uncorrected - expected).max(), 0.1 * np.abs(expected).max())
 
 
 class PolicyGradientLossTest(chex.TestCase, parameterized.TestCase):

@@ -19,6 +19,7 @@ def fake_trajectory(ended: np.ndarray, returns: np.ndarray) -> Trajectory:
         reward=zeros,
         terminated=jnp.asarray(ended),
         truncated=jnp.zeros_like(ended),
+        success=jnp.zeros_like(ended),
         log_prob=zeros,
         next_obs=zeros,
         episode_return=jnp.asarray(returns, jnp.float32),

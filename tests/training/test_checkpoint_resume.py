@@ -14,6 +14,7 @@ import pytest
 from jaxrl_llm.training import (
     CheckpointStore,
     IncompatibleRunError,
+    compose,
     NonFiniteLossError,
     prepare_run_dir,
     run,
@@ -46,7 +47,7 @@ def final_params(out: Path):
     from jaxrl_llm.algorithms import ppo
 
     config = ppo.PPOConfig(total_frames=102400, num_envs=4, num_steps=64, seed=3)
-    like = jax.eval_shape(ppo.make_train_functions(config).init, jax.random.PRNGKey(0))
+    like = jax.eval_shape(compose(ppo.make_ppo(config)).init, jax.random.PRNGKey(0))
     state = store.restore(step, like)
     store.close()
     return step, state

@@ -44,7 +44,7 @@ def test_slow_updates_are_saved_every_update(tmp_path):
             seed=0,
             checkpoint_every=25,
             checkpoint_seconds=1e9,
-            checkpoint_overhead=0.2,
+            checkpoint_overhead=1.0,  # save when a save costs less than an update (robust under load)
             progress=False,
         )
     assert CheckpointStore(tmp_path / "checkpoints").latest_step() == 3

@@ -8,6 +8,7 @@ from typing import Annotated
 import tyro
 
 from jaxrl_llm.config import EnvKwarg, check_choice, check_range
+from jaxrl_llm.losses.names import GROUP_TO_GIGPO_NORMALIZATION, LOSS_AGG_MODES
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,8 @@ class GroupRLConfig:
         check_range(self, "eps_high", 0.0, low_inclusive=False)
         check_range(self, "entropy_coef", 0.0)
         check_range(self, "kl_coef", 0.0)
-        check_choice(
-            self,
-            "loss_agg_mode",
-            ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"),
-        )
-        check_choice(self, "normalization", ("group", "none"))
+        check_choice(self, "loss_agg_mode", LOSS_AGG_MODES)
+        check_choice(self, "normalization", tuple(GROUP_TO_GIGPO_NORMALIZATION))
         check_range(self, "step_advantage_weight", 0.0)
         check_range(self, "gamma", 0.0, 1.0)
 

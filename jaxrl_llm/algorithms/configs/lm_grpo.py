@@ -1,4 +1,4 @@
-"""LM-GRPO's config (importable without JAX: the CLI builds its flags from it)."""
+"""The LM algorithms' configs (importable without JAX: the CLI builds its flags from them)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import os
 from dataclasses import dataclass, field
 
 from jaxrl_llm.config import check_choice, check_range
+from jaxrl_llm.losses.names import GROUP_NORMALIZATIONS, KL_ESTIMATOR_NAMES, LOSS_AGG_MODES
 
 
 @dataclass(frozen=True)
-class LMGRPOConfig:
-    """GRPO on a causal LM; defaults are DeepSeekMath's GRPO with a small CPU-sized batch."""
+class LMTaskConfig:
+    """The model and the task an LM algorithm trains on (shared by LM-GRPO and SFT)."""
 
     model: str = "smollm2-135m-instruct"
     """'smollm2-135m-instruct' (bundled GGUF), 'tiny' (random ~1M params), a .gguf file or an HF directory."""
@@ -21,11 +22,61 @@ class LMGRPOConfig:
     arithmetic_kinds: tuple[str, ...] = ("add", "mul", "word")
     max_operand: int = 20
     seed: int = 0
+    max_prompt_tokens: int = 256
+    """Longest prompt accepted (batches are padded only to their longest prompt, see length_bucket)."""
+    model_overrides: dict[str, str] = field(default_factory=dict)
+    """LlamaConfig overrides, e.g. {'param_dtype': 'bfloat16', 'remat': 'true'}."""
+
+    def __post_init__(self):
+        name = type(self).__name__
+        check_choice(self, "task", ("arithmetic", "gsm8k"))
+        if self.data_path and self.task != "gsm8k":
+            raise ValueError(
+                f"{name}.data_path={self.data_path!r} is only read by the gsm8k task, but "
+                f"task={self.task!r}: add --task gsm8k (or drop --data-path)."
+            )
+        if self.data_path and not os.path.isfile(self.data_path):
+            raise ValueError(f"{name}.data_path={self.data_path!r} is invalid: file not found.")
+        check_range(self, "max_prompt_tokens", 1)
+        check_range(self, "max_operand", 1)
+
+
+@dataclass(frozen=True)
+class SFTConfig(LMTaskConfig):
+    """Supervised next-token training on the task's answers (`"<answer><eos>"` after the chat
+    prompt), the loss averaged over answer tokens; a warm-up for from-scratch models."""
+
+    num_updates: int = 100
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    max_grad_norm: float = 0.0
+    """Global-norm gradient clipping (0: none)."""
+    max_target_tokens: int = 16
+    """Longest answer (with its end-of-sequence token) in tokens; longer ones are refused."""
+    micro_batch_size: int = 0
+    """Rows per forward/backward pass (gradient accumulation; the update is the same); 0: all."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("num_updates", "batch_size", "max_target_tokens"):
+            check_range(self, name, 1)
+        check_range(self, "learning_rate", 0.0, low_inclusive=False)
+        check_range(self, "max_grad_norm", 0.0)
+        check_range(self, "micro_batch_size", 0)
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"SFTConfig.micro_batch_size={self.micro_batch_size} is invalid: must divide "
+                f"batch_size={self.batch_size} (and its per-device share when running data-parallel)."
+            )
+
+
+@dataclass(frozen=True)
+class LMGRPOConfig(LMTaskConfig):
+    """GRPO on a causal LM; defaults are DeepSeekMath's GRPO with a small CPU-sized batch."""
+
     num_updates: int = 20
     prompts_per_update: int = 8
     group_size: int = 8
-    max_prompt_tokens: int = 256
-    """Longest prompt accepted (batches are padded only to their longest prompt, see length_bucket)."""
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
@@ -42,12 +93,11 @@ class LMGRPOConfig:
     format_reward_weight: float = 0.1
     """Weight of the '#### <number>' format reward added to the 0/1 exact-match reward."""
     sft_warmup_steps: int = 0
-    """Supervised next-token steps on the task's answers before RL (for from-scratch models)."""
+    """Supervised next-token steps on the task's answers before RL (for from-scratch models);
+    run once, into <out>/warmup, and reused on --resume."""
     lora_rank: int = 0
     """0 trains all parameters; > 0 trains LoRA adapters of this rank."""
     lora_alpha: float = 16.0
-    parallel: str = "single"
-    """'single', 'shard_map' or 'pmap' (data-parallel over all local devices)."""
     micro_batch_size: int = 0
     """Rows per forward/backward pass (gradient accumulation inside the jitted step; the update
     is the same). 0 picks the largest divisor of the per-device batch whose estimated
@@ -62,25 +112,10 @@ class LMGRPOConfig:
     """Prompts and completions are padded to a multiple of this (capped by the max lengths),
     so a batch of short prompts/completions runs a shorter program; 0 always pads to the
     maxima (a single compiled shape)."""
-    model_overrides: dict[str, str] = field(default_factory=dict)
-    """LlamaConfig overrides, e.g. {'param_dtype': 'bfloat16', 'remat': 'true'}."""
 
     def __post_init__(self):
-        check_choice(self, "task", ("arithmetic", "gsm8k"))
-        if self.data_path and self.task != "gsm8k":
-            raise ValueError(
-                f"LMGRPOConfig.data_path={self.data_path!r} is only read by the gsm8k task, but "
-                f"task={self.task!r}: add --task gsm8k (or drop --data-path)."
-            )
-        if self.data_path and not os.path.isfile(self.data_path):
-            raise ValueError(f"LMGRPOConfig.data_path={self.data_path!r} is invalid: file not found.")
-        for name in (
-            "num_updates",
-            "prompts_per_update",
-            "group_size",
-            "max_prompt_tokens",
-            "max_new_tokens",
-        ):
+        super().__post_init__()
+        for name in ("num_updates", "prompts_per_update", "group_size", "max_new_tokens"):
             check_range(self, name, 1)
         check_range(self, "update_epochs", 1)
         check_range(self, "temperature", 0.0, low_inclusive=False)
@@ -89,15 +124,11 @@ class LMGRPOConfig:
         check_range(self, "learning_rate", 0.0, low_inclusive=False)
         check_range(self, "max_grad_norm", 0.0, low_inclusive=False)
         check_range(self, "kl_coef", 0.0)
-        check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
+        check_choice(self, "kl_estimator", KL_ESTIMATOR_NAMES)
         check_range(self, "eps_low", 0.0, 1.0, low_inclusive=False)
         check_range(self, "eps_high", 0.0, low_inclusive=False)
-        check_choice(
-            self,
-            "loss_agg_mode",
-            ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"),
-        )
-        check_choice(self, "normalization", ("group", "batch", "none"))
+        check_choice(self, "loss_agg_mode", LOSS_AGG_MODES)
+        check_choice(self, "normalization", GROUP_NORMALIZATIONS)
         check_range(self, "format_reward_weight", 0.0)
         check_range(self, "lora_rank", 0)
         check_range(self, "sft_warmup_steps", 0)
@@ -109,7 +140,6 @@ class LMGRPOConfig:
                 f"micro_batch_size={self.micro_batch_size} must divide prompts_per_update x group_size "
                 f"= {self.batch_size} (and the per-device share of it when running data-parallel)."
             )
-        check_choice(self, "parallel", ("single", "shard_map", "pmap"))
 
     @property
     def batch_size(self) -> int:

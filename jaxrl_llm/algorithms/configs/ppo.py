@@ -28,8 +28,8 @@ class PPOConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_eps: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
     max_grad_norm: float = 0.5
     normalize_advantages: bool = True
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -44,8 +44,8 @@ class PPOConfig:
         check_range(self, "gamma", 0.0, 1.0)
         check_range(self, "gae_lambda", 0.0, 1.0)
         check_range(self, "clip_eps", 0.0, low_inclusive=False)
-        check_range(self, "ent_coef", 0.0)
-        check_range(self, "vf_coef", 0.0)
+        check_range(self, "entropy_coef", 0.0)
+        check_range(self, "value_coef", 0.0)
         check_range(self, "max_grad_norm", 0.0, low_inclusive=False)
         check_choice(self, "activation", ("tanh", "relu", "gelu"))
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:

@@ -41,16 +41,23 @@ def gigpo_advantages_reference(
     invalid_action_mask: Optional[np.ndarray] = None,
     invalid_action_penalty: float = 0.1,
     epsilon: float = 1e-6,
+    episode_returns: Optional[np.ndarray] = None,
+    step_returns: Optional[np.ndarray] = None,
 ) -> dict[str, np.ndarray]:
     """verl-agent's GiGPO advantages on `[N, T]` arrays; see `jaxrl_llm.losses.gigpo` for the rules.
+
+    `episode_returns [N]` / `step_returns [N, T]`, when given, replace the per-trajectory sum of the
+    rewards / the discounted step returns (before the invalid-action penalty); `rewards` may then be
+    None if both are given.
 
     Returns a dict of float64 `[N, T]` arrays (zeros at padded steps): `advantages`,
     `episode_advantages`, `step_advantages`, `step_returns`; and int `step_group_sizes` and
     `step_group_ids` (clusters numbered by first appearance in row order, −1 at padded steps).
     """
-    rewards = np.asarray(rewards, dtype=np.float64)
     step_mask = np.asarray(step_mask, dtype=bool)
-    num_trajectories, num_steps = rewards.shape
+    num_trajectories, num_steps = step_mask.shape
+    if rewards is not None:
+        rewards = np.asarray(rewards, dtype=np.float64)
     use_std = normalization == "std"
 
     # 1. Step rows, trajectory-major (verl-agent's gather_rollout_data order).
@@ -63,9 +70,15 @@ def gigpo_advantages_reference(
         kept_steps = [t for t in range(num_steps) if step_mask[i, t]]
         running = 0.0
         for t in reversed(kept_steps):
-            running = rewards[i, t] + gamma * running
-            step_return[(i, t)] = running
-        episode_return[i] = float(sum(rewards[i, t] for t in kept_steps))
+            if step_returns is None:
+                running = rewards[i, t] + gamma * running
+                step_return[(i, t)] = running
+            else:
+                step_return[(i, t)] = float(step_returns[i, t])
+        if episode_returns is None:
+            episode_return[i] = float(sum(rewards[i, t] for t in kept_steps))
+        else:
+            episode_return[i] = float(episode_returns[i])
 
     # 3. Per-row episode-return copy; invalid-action penalty after the returns, not discounted.
     row_episode_return = {}

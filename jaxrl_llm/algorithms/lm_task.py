@@ -1,0 +1,52 @@
+"""What every LM algorithm loads first: the model (with its tokenizer) and the task's problems."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxrl_llm import data
+from jaxrl_llm.algorithms.configs.lm_grpo import LMTaskConfig
+from jaxrl_llm.models.checkpoints import load
+from jaxrl_llm.models.llama import count_params
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    params: Any
+    model_config: Any
+    tokenizer: Any
+
+
+def parse_overrides(overrides: dict[str, str]) -> dict[str, Any]:
+    """`--model-overrides` strings as values: 'true'/'false' become booleans."""
+    return {key: {"true": True, "false": False}.get(str(value).lower(), value) for key, value in overrides.items()}
+
+
+def load_problems(config: LMTaskConfig) -> list:
+    if config.task == "gsm8k":
+        return data.read_gsm8k_jsonl(config.data_path or data.GSM8K_SAMPLE_FILE)
+    return data.generate_problems(
+        np.random.default_rng(config.seed), 4096, tuple(config.arithmetic_kinds), config.max_operand
+    )
+
+
+def load_model(config: LMTaskConfig, verbose: bool = True) -> LoadedModel:
+    """Loads `config.model`, reporting on stderr (a 135M model takes seconds to minutes on a CPU)."""
+    say = partial(print, file=sys.stderr, flush=True) if verbose else lambda *args: None
+    say(f"loading {config.model} ...")
+    started = time.perf_counter()
+    params, model_config, tokenizer = load(
+        config.model, key=jax.random.key(config.seed), **parse_overrides(config.model_overrides)
+    )
+    seconds, millions = time.perf_counter() - started, count_params(params) / 1e6
+    say(f"loaded {config.model} in {seconds:.1f} s ({millions:.1f}M parameters)")
+    if tokenizer is None:
+        raise ValueError(f"model {config.model!r} came without a tokenizer; pass one explicitly.")
+    return LoadedModel(params, model_config, tokenizer)

@@ -1,0 +1,140 @@
+"""The algorithm contract, and the composer that turns an algorithm into a training loop.
+
+Every method is `make_<algo>(config) -> Algorithm`, a bundle of three pure functions:
+
+    init(key)                                  -> (train_state, collect_state)
+    collect(collect_state, params, key)        -> (collect_state, batch, metrics)
+    learn(train_state, batch, key, axis_name)  -> (train_state, metrics)
+
+`collect` produces one update's data with the current `train_state.params`: an
+environment scan, LM sampling, a replay-buffer sample or a dataset read. `learn` is the
+per-device gradient phase; every leaf of `batch` is split along its leading axis when it
+runs data-parallel, and it averages gradients and statistics over `axis_name` (None on
+one device). `collect_state` holds whatever `collect` carries from one update to the
+next (environment states, a replay buffer, a reference policy, a dataset cursor).
+
+`compose(algorithm, parallel)` builds the update `collect -> learn` once, with `learn`
+compiled by `build_step` for one device, `shard_map` or `pmap`. The result drives both
+`make_train(...)(key)` (the whole run as one jittable, vmappable function) and
+`training.run` (chunks, checkpoints, metrics, progress bar, resume).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+from flax import struct
+from jax.sharding import Mesh
+
+from jaxrl_llm.training.parallel import Mode, build_step, data_mesh
+
+Metrics = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """What a method provides; `training.compose` supplies the rest (see the module docstring).
+
+    `host_collect`: `collect` runs Python between jitted parts (LM sampling scored by
+    Python reward functions) and is called once per update from the host; otherwise
+    `collect` is jittable and whole chunks of updates compile into one `lax.scan`.
+
+    `frozen`: arrays `learn` reads but never changes that are too large to compile in as
+    constants or to checkpoint (an LM's base and reference weights, rebuilt by
+    `make_<algo>`). When set, `learn` is called with the keyword argument `frozen=`,
+    passed as an argument (replicated across devices).
+    """
+
+    init: Callable[[jax.Array], tuple[Any, Any]]
+    collect: Callable[[Any, Any, jax.Array], tuple[Any, Any, Metrics]]
+    learn: Callable[..., tuple[Any, Metrics]]
+    num_updates: int
+    frames_per_update: int
+    progress_metric: str = "episode_return_mean"
+    loss_metric: str = "loss"
+    host_collect: bool = False
+    frame_name: str = "frame"
+    """What one of `frames_per_update` is: 'frame' (env step), 'completion', 'sequence'..."""
+    raw_progress_metric: str | None = None
+    """A noisier per-update metric the curve draws faintly under `progress_metric`."""
+    frozen: Any = None
+
+
+@struct.dataclass
+class LoopState:
+    """The runner state of a composed algorithm (what checkpoints hold)."""
+
+    train_state: Any
+    collect_state: Any
+    key: jax.Array
+
+
+def _learn_with_frozen(learn: Callable, frozen: Any) -> Callable:
+    """`learn` as a step over `(train_state, frozen)`, so `frozen` enters as an argument."""
+
+    def step(state, batch, key, axis_name):
+        train_state, frozen_arrays = state
+        train_state, metrics = learn(train_state, batch, key, axis_name, frozen=frozen_arrays)
+        return (train_state, frozen_arrays), metrics
+
+    return step
+
+
+def _check_splits(batch: Any, num_devices: int) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+        rows = leaf.shape[0] if leaf.ndim else 1
+        if rows % num_devices:
+            name = jax.tree_util.keystr(path)
+            raise ValueError(
+                f"The batch leaf {name} has {rows} rows, which do not split evenly over {num_devices} "
+                "devices: choose sizes (environments, groups, prompts, batch size) divisible by the "
+                "device count, or run with fewer devices."
+            )
+
+
+def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None = None):
+    """The `TrainFunctions` (init, update) of `algorithm`, with `learn` run by `parallel`.
+
+    `update(LoopState) -> (LoopState, metrics)` splits the state's key into a collect
+    and a learn key, collects with the current parameters and learns on the batch;
+    the metrics are the union of both (learn's win on a name clash).
+    """
+    from jaxrl_llm.training.loop import TrainFunctions
+
+    if parallel != "single":
+        mesh = mesh or data_mesh()
+    learn = algorithm.learn if algorithm.frozen is None else _learn_with_frozen(algorithm.learn, algorithm.frozen)
+    step = build_step(learn, parallel, mesh)
+    num_devices = 1 if parallel == "single" else mesh.devices.size
+
+    def init(key: jax.Array) -> LoopState:
+        key, init_key = jax.random.split(key)
+        train_state, collect_state = algorithm.init(init_key)
+        return LoopState(train_state, collect_state, key)
+
+    def update(state: LoopState) -> tuple[LoopState, Metrics]:
+        key, collect_key, learn_key = jax.random.split(state.key, 3)
+        collect_state, batch, collect_metrics = algorithm.collect(
+            state.collect_state, state.train_state.params, collect_key
+        )
+        _check_splits(batch, num_devices)
+        if algorithm.frozen is None:
+            train_state, learn_metrics = step(state.train_state, batch, learn_key)
+        else:
+            (train_state, _), learn_metrics = step((state.train_state, algorithm.frozen), batch, learn_key)
+        return LoopState(train_state, collect_state, key), {**collect_metrics, **learn_metrics}
+
+    return TrainFunctions(
+        init,
+        update,
+        algorithm.num_updates,
+        algorithm.frames_per_update,
+        progress_metric=algorithm.progress_metric,
+        loss_metric=algorithm.loss_metric,
+        host_update=algorithm.host_collect,
+        frame_name=algorithm.frame_name,
+        raw_progress_metric=algorithm.raw_progress_metric,
+    )

@@ -1,0 +1,94 @@
+"""The algorithm contract: the README's example runs and learns; the composer's checks."""
+
+import dataclasses
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxrl_llm.training import Algorithm, LoopState, compose, make_train, train_on_host
+from jaxrl_llm.training.algorithm import _check_splits
+from jaxrl_llm.training.train_state import apply_gradients, create
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def readme_example() -> dict:
+    text = README.read_text()
+    code = re.search(r"<!-- contract-example -->\n```python\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    return namespace
+
+
+def test_readme_example_learns_the_best_arm(capsys):
+    namespace = readme_example()
+    assert float(capsys.readouterr().out) > 0.7
+    metrics = namespace["metrics"]
+    assert metrics["reward_mean"].shape == (150,) and float(metrics["reward_mean"][:10].mean()) < 0.6
+
+
+def test_readme_example_vmaps_over_seeds_and_equals_single_runs():
+    algorithm = readme_example()["make_bandit_reinforce"](num_updates=5)
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    _, batched = jax.jit(jax.vmap(make_train(algorithm)))(keys)
+    for i, key in enumerate(keys):
+        _, single = jax.jit(make_train(algorithm))(key)
+        np.testing.assert_allclose(batched["loss"][i], single["loss"], rtol=1e-6)
+
+
+def counting(host_collect: bool, frozen=None) -> Algorithm:
+    tx = optax.sgd(1.0)
+
+    def init(key):
+        return create(jnp.zeros(()), tx), jnp.zeros((), jnp.int32)
+
+    def collect(count, params, key):
+        return count + 1, {"x": jnp.ones((4,))}, {"collected": count.astype(jnp.float32)}
+
+    def learn(state, batch, key, axis_name, **kwargs):
+        shift = kwargs["frozen"]["shift"] if frozen is not None else 0.0
+        grads = -batch["x"].mean() - shift
+        return apply_gradients(state, grads, tx), {"loss": state.params}
+
+    return Algorithm(init, collect, learn, 3, 4, host_collect=host_collect, frozen=frozen)
+
+
+def test_make_train_refuses_a_host_driven_algorithm():
+    with pytest.raises(ValueError, match="collects its data on the host.*training.run"):
+        make_train(counting(host_collect=True))
+
+
+def test_compose_threads_collect_state_key_and_frozen_arrays():
+    frozen = {"shift": jnp.float32(2.0)}
+    state, metrics = train_on_host(counting(host_collect=True, frozen=frozen), jax.random.PRNGKey(0))
+    assert isinstance(state, LoopState)
+    assert int(state.collect_state) == 3 and float(state.train_state.params) == 9.0  # 3 steps of +3
+    np.testing.assert_array_equal(metrics["collected"], [0, 1, 2])
+    assert "shift" not in str(jax.tree_util.tree_structure(state))  # frozen arrays are not state
+
+
+def test_compose_splits_the_key_once_per_update():
+    keys = []
+    algorithm = counting(host_collect=True)
+    recording = dataclasses.replace(
+        algorithm,
+        collect=lambda s, p, k: (keys.append(np.asarray(jax.random.key_data(k))), algorithm.collect(s, p, k))[
+            1
+        ],
+    )
+    fns = compose(recording)
+    state = fns.init(jax.random.PRNGKey(0))
+    for _ in range(2):
+        state, _ = fns.update(state)
+    assert not np.array_equal(keys[0], keys[1])
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_explained():
+    _check_splits({"obs": jnp.zeros((16, 3))}, 8)
+    with pytest.raises(ValueError, match=r"\['obs'\] has 12 rows, which do not split evenly over 8 devices"):
+        _check_splits({"obs": jnp.zeros((12, 3))}, 8)
