@@ -20,13 +20,25 @@ from typing import Annotated, Literal
 
 import tyro
 
+from jaxrl_llm.algorithms.configs.dqn import DQNConfig
 from jaxrl_llm.algorithms.configs.group_rl import GroupRLConfig
 from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig, SFTConfig
 from jaxrl_llm.algorithms.configs.ppo import PPOConfig
+from jaxrl_llm.algorithms.configs.sac import SACConfig
+from jaxrl_llm.algorithms.configs.td3 import TD3Config
 from jaxrl_llm.config import to_dict
 from jaxrl_llm.errors import IncompatibleRunError, NonFiniteLossError, TrainingInterrupted
 
-DISPLAY_NAMES = {"ppo": "PPO", "grpo": "GRPO", "gigpo": "GiGPO", "lm-grpo": "LM-GRPO", "sft": "SFT"}
+DISPLAY_NAMES = {
+    "ppo": "PPO",
+    "grpo": "GRPO",
+    "gigpo": "GiGPO",
+    "lm-grpo": "LM-GRPO",
+    "sft": "SFT",
+    "dqn": "DQN",
+    "sac": "SAC",
+    "td3": "TD3",
+}
 EXIT_INTERRUPTED = 130  # the shell's code for a Ctrl-C
 
 
@@ -45,7 +57,8 @@ class RunOptions:
     """With --resume: config fields that may differ from the stored run, e.g.
     --allow-changes learning_rate (each change is recorded in config.json's history)."""
     checkpoint_every: int = 25
-    """Save a checkpoint at least every this many updates..."""
+    """Save a checkpoint at least every this many updates (of at least 4096 frames: updates of
+    one env step, SAC's and TD3's, are grouped)..."""
     checkpoint_seconds: float = 120.0
     """...whenever this many seconds have passed since the last one..."""
     checkpoint_overhead: float = 0.2
@@ -119,6 +132,7 @@ def _train(name: str, make_algorithm: Callable[[RunOptions], object], config, ru
     """Prepares --out first (before minutes of model loading), then builds and runs the algorithm."""
     use_cpu_devices(run.cpu_devices)
     from jaxrl_llm.training import run as run_training
+    from jaxrl_llm.training.loop import MIN_FRAMES_PER_CHUNK
     from jaxrl_llm.training.run_dir import prepare_run_dir
 
     run_config = {"algorithm": name, **to_dict(config)}
@@ -141,6 +155,7 @@ def _train(name: str, make_algorithm: Callable[[RunOptions], object], config, ru
         on_stall=restart_after_stall(_command_line, run.stall_restarts),
         parallel=run.parallel,
         prepare_dir=False,
+        min_chunk_frames=MIN_FRAMES_PER_CHUNK,  # one-step updates (SAC, TD3) run in longer chunks
     )
     print(f"wrote {run.out}/metrics.csv, learning_curve.png, tb/ and checkpoints/")
 
@@ -185,12 +200,36 @@ def sft_command(config: Annotated[SFTConfig, Flat], run: Annotated[RunOptions, F
     _train("sft", lambda _: lm_sft.make_sft(config), config, run)
 
 
+def dqn(config: Annotated[DQNConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
+    """Train DQN / Double DQN (--double-q) on a gymnax environment with discrete actions."""
+    from jaxrl_llm.algorithms import dqn as dqn_lib
+
+    _train("dqn", lambda _: dqn_lib.make_dqn(config), config, run)
+
+
+def sac(config: Annotated[SACConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
+    """Train SAC (continuous or discrete actions, read from the environment)."""
+    from jaxrl_llm.algorithms import sac as sac_lib
+
+    _train("sac", lambda _: sac_lib.make_sac(config), config, run)
+
+
+def td3(config: Annotated[TD3Config, Flat], run: Annotated[RunOptions, Flat]) -> None:
+    """Train TD3 on a gymnax environment with continuous actions."""
+    from jaxrl_llm.algorithms import td3 as td3_lib
+
+    _train("td3", lambda _: td3_lib.make_td3(config), config, run)
+
+
 COMMANDS = {
     "ppo": ppo,
     "grpo": _group_command("grpo"),
     "gigpo": _group_command("gigpo"),
     "lm-grpo": lm_grpo_command,
     "sft": sft_command,
+    "dqn": dqn,
+    "sac": sac,
+    "td3": td3,
 }
 
 

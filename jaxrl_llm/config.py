@@ -56,6 +56,18 @@ def check_divides(config: Any, numerator: str, denominator: str) -> None:
         _fail(config, denominator, f"must divide {numerator}={n} exactly")
 
 
+ACTIVATIONS = ("tanh", "relu", "gelu")
+"""The activations of `models.mlp.MLP` (listed here: configs import no JAX)."""
+
+
+def check_mlp(config: Any, widths: str = "hidden_sizes", activation: str = "activation") -> None:
+    """Checks an MLP's hidden widths (non-empty, positive) and activation name."""
+    sizes = getattr(config, widths)
+    if not sizes or min(sizes) < 1:
+        _fail(config, widths, "must be non-empty positive widths")
+    check_choice(config, activation, ACTIVATIONS)
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-friendly dict of a (possibly nested) config dataclass."""
 

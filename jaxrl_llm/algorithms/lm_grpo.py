@@ -105,7 +105,9 @@ def setup(
         raise ValueError(f"model {config.model!r} came without a tokenizer; pass tokenizer= to setup().")
     problems = list(problems) if problems is not None else load_problems(config)
     if config.sft_warmup_steps:
-        params = warm_up(config, LoadedModel(params, model_config, tokenizer), problems, verbose, warmup_dir, resume)
+        params = warm_up(
+            config, LoadedModel(params, model_config, tokenizer), problems, verbose, warmup_dir, resume
+        )
     return LMGRPO(config, model_config, tokenizer, params, problems, stop_token_ids(tokenizer))
 
 

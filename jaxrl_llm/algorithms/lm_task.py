@@ -26,7 +26,9 @@ class LoadedModel:
 
 def parse_overrides(overrides: dict[str, str]) -> dict[str, Any]:
     """`--model-overrides` strings as values: 'true'/'false' become booleans."""
-    return {key: {"true": True, "false": False}.get(str(value).lower(), value) for key, value in overrides.items()}
+    return {
+        key: {"true": True, "false": False}.get(str(value).lower(), value) for key, value in overrides.items()
+    }
 
 
 def load_problems(config: LMTaskConfig) -> list:

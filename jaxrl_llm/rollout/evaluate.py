@@ -50,7 +50,9 @@ def evaluate_episodes(
         action = act(p, obs, k)
         return action, jnp.zeros((num_episodes,), jnp.float32), {}
 
-    trajectory, _ = run_steps(steps_key, env, env_params, policy, params, state, max_steps, single_episode=True)
+    trajectory, _ = run_steps(
+        steps_key, env, env_params, policy, params, state, max_steps, single_episode=True
+    )
     valid = trajectory.valid  # [T, E]: True up to and including each episode's last step
     return EpisodeStats(
         returns=jnp.where(valid, trajectory.reward, 0.0).sum(0),

@@ -116,7 +116,12 @@ def test_prioritized_sampling_is_proportional_to_priority():
     """alpha = 1: P(i) = p_i / sum p. 40,000 stratified draws; the tolerance 0.015 is over 6
     standard deviations of a frequency even for independent draws (sd <= 0.0025)."""
     buffer = make_replay_buffer(
-        capacity=8, min_size=1, sample_batch_size=1000, add_batch_size=4, prioritized=True, priority_exponent=1.0
+        capacity=8,
+        min_size=1,
+        sample_batch_size=1000,
+        add_batch_size=4,
+        prioritized=True,
+        priority_exponent=1.0,
     )
     add, sample, set_priorities = jax.jit(buffer.add), jax.jit(buffer.sample), jax.jit(buffer.set_priorities)
     state = add(buffer.init(EXAMPLE), item([0, 1, 2, 3]))
@@ -125,7 +130,9 @@ def test_prioritized_sampling_is_proportional_to_priority():
     np.testing.assert_allclose(first.probabilities, 0.25, rtol=1e-6)  # new items share the max priority
     priorities = np.array([1.0, 2.0, 3.0, 4.0])
     state = set_priorities(state, jnp.arange(4), jnp.asarray(priorities))
-    draws = jax.jit(jax.vmap(buffer.sample, in_axes=(None, 0)))(state, jax.random.split(jax.random.PRNGKey(1), 40))
+    draws = jax.jit(jax.vmap(buffer.sample, in_axes=(None, 0)))(
+        state, jax.random.split(jax.random.PRNGKey(1), 40)
+    )
     ids = np.asarray(draws.experience["id"]).ravel()
     np.testing.assert_array_equal(ids, np.asarray(draws.indices).ravel())  # ids were written at 0..3
     frequencies = np.bincount(ids, minlength=8) / ids.size
@@ -141,7 +148,12 @@ def test_prioritized_sampling_is_proportional_to_priority():
 
 def test_prioritized_new_items_get_the_max_priority_and_overwrite_fifo():
     buffer = make_replay_buffer(
-        capacity=4, min_size=1, sample_batch_size=2000, add_batch_size=2, prioritized=True, priority_exponent=1.0
+        capacity=4,
+        min_size=1,
+        sample_batch_size=2000,
+        add_batch_size=2,
+        prioritized=True,
+        priority_exponent=1.0,
     )
     add, sample = jax.jit(buffer.add), jax.jit(buffer.sample)
     state = add(buffer.init(EXAMPLE), item([1, 2]))

@@ -18,7 +18,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from jaxrl_llm.algorithms import group_rl, lm_grpo, lm_sft, ppo  # noqa: E402
+from jaxrl_llm.algorithms import dqn, group_rl, lm_grpo, lm_sft, ppo, sac, td3  # noqa: E402
 from jaxrl_llm.training import compose, make_train, train_on_host  # noqa: E402
 
 NUM_UPDATES = 3
@@ -79,6 +79,48 @@ CASES = {
         lm_sft.SFTConfig(**LM_TASK, batch_size=16, num_updates=NUM_UPDATES),
         optimizer=optax.sgd(0.1),
         verbose=False,
+    ),
+    # off-policy: learning from the first update, 8 x 4 gradient steps' rows split over 8 devices
+    "dqn": lambda: dqn.make_dqn(
+        dqn.DQNConfig(
+            total_frames=3 * 64,
+            train_frequency=64,
+            gradient_steps=4,
+            batch_size=32,
+            learning_starts=0,
+            eval_episodes=0,
+        )
+    ),
+    "sac": lambda: sac.make_sac(
+        sac.SACConfig(
+            total_frames=3 * 32,
+            train_frequency=32,
+            gradient_steps=4,
+            batch_size=32,
+            learning_starts=0,
+            eval_interval=0,
+        )
+    ),
+    "sac_discrete": lambda: sac.make_sac(
+        sac.SACConfig(
+            env="CartPole-v1",
+            total_frames=3 * 32,
+            train_frequency=32,
+            gradient_steps=4,
+            batch_size=32,
+            learning_starts=0,
+            eval_interval=0,
+        )
+    ),
+    "td3": lambda: td3.make_td3(
+        td3.TD3Config(
+            total_frames=3 * 32,
+            train_frequency=32,
+            gradient_steps=4,
+            batch_size=32,
+            learning_starts=0,
+            eval_interval=0,
+        )
     ),
 }
 

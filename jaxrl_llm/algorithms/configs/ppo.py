@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jaxrl_llm.config import EnvKwarg, check_choice, check_divides, check_range
+from jaxrl_llm.config import EnvKwarg, check_mlp, check_divides, check_range
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,7 @@ class PPOConfig:
         check_range(self, "entropy_coef", 0.0)
         check_range(self, "value_coef", 0.0)
         check_range(self, "max_grad_norm", 0.0, low_inclusive=False)
-        check_choice(self, "activation", ("tanh", "relu", "gelu"))
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
-            raise ValueError(
-                f"PPOConfig.hidden_sizes={self.hidden_sizes!r} is invalid: must be non-empty positive widths."
-            )
+        check_mlp(self)
 
     @property
     def frames_per_update(self) -> int:
