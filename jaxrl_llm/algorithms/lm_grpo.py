@@ -127,7 +127,7 @@ def warm_up(config, loaded: LoadedModel, problems, verbose: bool, out_dir=None, 
     """The supervised warm-up's final parameters (see `setup`)."""
     sft_config = warmup_config(config)
     algorithm = make_sft(sft_config, loaded, problems, verbose=verbose)
-    key = jax.random.key(config.seed)
+    key = jax.random.PRNGKey(config.seed)
     if out_dir is None:
         state, _ = train_on_host(algorithm, key, progress=verbose, description="supervised warm-up")
     else:

@@ -301,7 +301,7 @@ def make_sac(config: SACConfig, actor: Any = None, critic: Any = None) -> Algori
         "critic": clipped_adam(config.learning_rate, config.max_grad_norm),
         "log_alpha": optax.adam(config.learning_rate),
     }
-    example_obs = jnp.asarray(env.observation_space(env_params).sample(jax.random.key(0)))
+    example_obs = jnp.asarray(env.observation_space(env_params).sample(jax.random.PRNGKey(0)))
     example_action = jnp.zeros((), jnp.int32) if discrete else jnp.zeros(action_box(env, env_params)[0].shape)
     explore, random_action, greedy = sac_acting(actor, env, env_params, discrete)
     collect_init, collect = make_off_policy_collect(

@@ -280,7 +280,7 @@ def make_td3(config: TD3Config, actor: Any = None, critic: Any = None) -> Algori
         "actor": clipped_adam(config.learning_rate, config.max_grad_norm),
         "critic": clipped_adam(config.learning_rate, config.max_grad_norm),
     }
-    example_obs = jnp.asarray(env.observation_space(env_params).sample(jax.random.key(0)))
+    example_obs = jnp.asarray(env.observation_space(env_params).sample(jax.random.PRNGKey(0)))
     example_action = jnp.zeros(low.shape, jnp.float32)
 
     explore, random_action, greedy = td3_acting(actor, env, env_params, config.exploration_noise)

@@ -197,7 +197,7 @@ def run(
         prepare_run_dir(out_dir, run_config, resume, overwrite=overwrite, allow_changes=allow_changes)
     store = CheckpointStore(out_dir / "checkpoints", max_to_keep=max_to_keep)
     init = fns.init if fns.host_update else jax.jit(fns.init)
-    state = init(jax.random.key(seed))
+    state = init(jax.random.PRNGKey(seed))
     start = store.latest_step() or 0
     if resume:
         if start:
