@@ -82,6 +82,11 @@ def make_train(
     return train
 
 
+def stack_rows(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-update metric dicts (fetched to the host) as one `[updates]` array per metric."""
+    return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
+
+
 def train_on_host(
     training: Algorithm | TrainFunctions, key: jax.Array, progress: bool = False, description: str = ""
 ) -> tuple[Any, dict[str, np.ndarray]]:
@@ -97,7 +102,7 @@ def train_on_host(
             rows.append(jax.device_get(metrics))  # waits: the bar shows finished updates
             bar.set_postfix({fns.loss_metric: f"{float(rows[-1][fns.loss_metric]):.3g}"}, refresh=False)
             bar.update()
-    return state, {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
+    return state, stack_rows(rows)
 
 
 MIN_FRAMES_PER_CHUNK = 4096
@@ -124,7 +129,7 @@ def _chunk_runner(fns: TrainFunctions, chunk_length: int) -> Callable[[Any, int]
             for _ in range(num_active):
                 state, metrics = fns.update(state)
                 rows.append(jax.device_get(metrics))
-            return state, {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
+            return state, stack_rows(rows)
 
         return host_chunk
 
