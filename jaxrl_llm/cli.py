@@ -3,6 +3,7 @@
 jaxrl-llm ppo --env CartPole-v1 --seed 0 --out runs/ppo-cartpole
 jaxrl-llm ppo --out runs/ppo-cartpole --resume
 jaxrl-llm gigpo --env Maze-v0 --out runs/gigpo-maze
+jaxrl-llm lm-agent --algorithm gigpo --model tiny --sft-warmup-steps 200 --out runs/lm-agent
 jaxrl-llm ppo --cpu-devices 8 --parallel shard_map --num-envs 8 --out runs/ppo-8
 
 Only the configs are imported up front (they import no JAX), so `--help` and flag
@@ -22,6 +23,7 @@ import tyro
 
 from jaxrl_llm.algorithms.configs.dqn import DQNConfig
 from jaxrl_llm.algorithms.configs.group_rl import GroupRLConfig
+from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig
 from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig, SFTConfig
 from jaxrl_llm.algorithms.configs.ppo import PPOConfig
 from jaxrl_llm.algorithms.configs.sac import SACConfig
@@ -34,6 +36,7 @@ DISPLAY_NAMES = {
     "grpo": "GRPO",
     "gigpo": "GiGPO",
     "lm-grpo": "LM-GRPO",
+    "lm-agent": "LM agent",
     "sft": "SFT",
     "dqn": "DQN",
     "sac": "SAC",
@@ -128,7 +131,14 @@ def use_cpu_devices(count: int) -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
 
 
-def _train(name: str, make_algorithm: Callable[[RunOptions], object], config, run: RunOptions) -> None:
+def _train(
+    name: str,
+    make_algorithm: Callable[[RunOptions], object],
+    config,
+    run: RunOptions,
+    title: str = "",
+    chunk_length: int | None = None,
+) -> None:
     """Prepares --out first (before minutes of model loading), then builds and runs the algorithm."""
     use_cpu_devices(run.cpu_devices)
     from jaxrl_llm.training import run as run_training
@@ -148,7 +158,7 @@ def _train(name: str, make_algorithm: Callable[[RunOptions], object], config, ru
         checkpoint_every=run.checkpoint_every,
         max_to_keep=run.keep_checkpoints,
         progress=run.progress,
-        title=f"{DISPLAY_NAMES[name]} on {subject} (seed {config.seed})",
+        title=title or f"{DISPLAY_NAMES[name]} on {subject} (seed {config.seed})",
         checkpoint_seconds=run.checkpoint_seconds,
         checkpoint_overhead=run.checkpoint_overhead,
         stall_seconds=run.stall_seconds,
@@ -156,6 +166,7 @@ def _train(name: str, make_algorithm: Callable[[RunOptions], object], config, ru
         parallel=run.parallel,
         prepare_dir=False,
         min_chunk_frames=MIN_FRAMES_PER_CHUNK,  # one-step updates (SAC, TD3) run in longer chunks
+        chunk_length=chunk_length,
     )
     print(f"wrote {run.out}/metrics.csv, learning_curve.png, tb/ and checkpoints/")
 
@@ -193,6 +204,21 @@ def lm_grpo_command(config: Annotated[LMGRPOConfig, Flat], run: Annotated[RunOpt
     _train("lm-grpo", make, config, run)
 
 
+def lm_agent_command(config: Annotated[LMAgentConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
+    """A language model acting in a gymnax grid environment for several turns, trained with
+    GiGPO, GRPO or RLOO (--algorithm); rollout, advantages and update compile into one program."""
+    from jaxrl_llm.algorithms import lm_agent
+    from jaxrl_llm.training.run_dir import WARMUP_DIR
+
+    def make(run: RunOptions):
+        loaded = lm_agent.setup(config, warmup_dir=run.out / WARMUP_DIR, resume=run.resume)
+        return lm_agent.make_lm_agent(config, loaded)
+
+    name = {"gigpo": "GiGPO", "grpo": "GRPO", "rloo": "RLOO"}[config.algorithm]
+    title = f"{name} LM agent ({config.model}) on {config.env} (seed {config.seed})"
+    _train("lm-agent", make, config, run, title=title, chunk_length=1)  # updates take seconds
+
+
 def sft_command(config: Annotated[SFTConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
     """Supervised next-token training of a language model on the task's answers."""
     from jaxrl_llm.algorithms import lm_sft
@@ -226,6 +252,7 @@ COMMANDS = {
     "grpo": _group_command("grpo"),
     "gigpo": _group_command("gigpo"),
     "lm-grpo": lm_grpo_command,
+    "lm-agent": lm_agent_command,
     "sft": sft_command,
     "dqn": dqn,
     "sac": sac,

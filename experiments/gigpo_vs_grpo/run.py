@@ -32,6 +32,8 @@ from jaxrl_llm.algorithms import group_rl, ppo
 from jaxrl_llm.training.watchdog import EXIT_STALLED, StallWatchdog
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+from curves import final_success, plot_success_curves  # noqa: E402  (experiments/curves.py)
 
 
 @dataclass(frozen=True)
@@ -124,48 +126,6 @@ def train_seeds(config, num_seeds: int, watchdog: StallWatchdog | None = None, r
             print(f"execution {execution} of {repeats}: {run_s:.1f} s", flush=True)
     frames = np.arange(1, config.num_updates + 1) * config.frames_per_update
     return frames, success, compile_s, run_s
-
-
-def final_success(success: np.ndarray) -> np.ndarray:
-    """Per-seed success at the budget: mean over the last 10% of updates (NaN-safe)."""
-    tail = max(1, success.shape[1] // 10)
-    return np.nanmean(success[:, -tail:], axis=1)
-
-
-def smooth(y: np.ndarray, width: int) -> np.ndarray:
-    y = np.where(np.isfinite(y), y, np.nan)
-    kernel = np.ones(width) / width
-    padded = np.pad(
-        np.nan_to_num(y, nan=np.nanmean(y) if np.isfinite(y).any() else 0.0), (width - 1, 0), mode="edge"
-    )
-    return np.convolve(padded, kernel, mode="valid")
-
-
-def plot(curves: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import EngFormatter
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), dpi=110)
-    for ax, (task, methods) in zip(np.atleast_1d(axes), curves.items()):
-        for name, (frames, success) in methods.items():
-            width = max(1, len(frames) // 20)
-            per_seed = np.stack([smooth(s, width) for s in success])
-            mean, std = per_seed.mean(0), per_seed.std(0)
-            ax.plot(frames, mean, label=name, lw=1.6)
-            ax.fill_between(frames, mean - std, mean + std, alpha=0.2)
-        ax.set_title(task)
-        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("success rate")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def write_results(rows: list, args: Args, path: Path) -> None:
@@ -275,7 +235,7 @@ def main(args: Args) -> None:
                 f"{steps_per_s:,.0f} steps/s  (compile {compile_s:.1f}s, run {run_s:.1f}s)",
                 flush=True,
             )
-    plot(curves, args.out / "success_curves.png")
+    plot_success_curves(curves, args.out / "success_curves.png")
     write_results(rows, args, args.out / "results.md")
     print(f"wrote {args.out / 'results.md'} and {args.out / 'success_curves.png'}")
 

@@ -327,6 +327,7 @@ def make_lm_grpo(
             top_k=config.top_k,
             stop_tokens=run.stop_tokens,
             pad_token=run.tokenizer.pad_token_id or 0,
+            prompt_copies=config.group_size,  # each prompt prefilled once for its whole group
         )
     )
     reference = jax.jit(
@@ -345,15 +346,19 @@ def make_lm_grpo(
             trainable = run.base_params
         return create_train_state(trainable, tx), LMCollectState(jnp.zeros((), jnp.int32))
 
-    def collect(state: LMCollectState, trainable, key: jax.Array):
+    def collect(state: LMCollectState, trainable, key: jax.Array, *, frozen):
         started = time.perf_counter()
         rng = np.random.default_rng([config.seed, int(state.update)])
         chosen = rng.choice(len(run.problems), config.prompts_per_update, replace=False)
-        problems = [run.problems[i] for i in chosen for _ in range(config.group_size)]
-        prompt_tokens, prompt_mask = encode_prompts(
-            run.tokenizer, problems, config.max_prompt_tokens, config.length_bucket
+        unique = [run.problems[i] for i in chosen]
+        unique_tokens, unique_mask = encode_prompts(
+            run.tokenizer, unique, config.max_prompt_tokens, config.length_bucket
         )
-        out = sample(trainable, run.base_params, prompt_tokens, prompt_mask, key)
+        out = sample(trainable, frozen, unique_tokens, unique_mask, key)  # B = prompts x group_size rows
+        # rows are group-major: row b is a completion of unique prompt b // group_size
+        problems = [problem for problem in unique for _ in range(config.group_size)]
+        prompt_tokens = np.repeat(unique_tokens, config.group_size, axis=0)
+        prompt_mask = np.repeat(unique_mask, config.group_size, axis=0)
         sampled_mask = np.asarray(out.mask)  # waits for the sampler
         sampled = time.perf_counter()
         width = completion_width(config, sampled_mask)
@@ -364,7 +369,7 @@ def make_lm_grpo(
         full_mask = jnp.concatenate([prompt_mask, completion_mask], axis=1)
         prompt_len = prompt_tokens.shape[1]
         ref_log_prob = reference(
-            run.base_params,
+            frozen,
             batch_tokens=full_tokens,
             batch_mask=full_mask,
             num_prompt_tokens=prompt_len,

@@ -24,11 +24,22 @@ class LoadedModel:
     tokenizer: Any
 
 
+def _parse_value(value: str) -> Any:
+    text = str(value)
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def parse_overrides(overrides: dict[str, str]) -> dict[str, Any]:
-    """`--model-overrides` strings as values: 'true'/'false' become booleans."""
-    return {
-        key: {"true": True, "false": False}.get(str(value).lower(), value) for key, value in overrides.items()
-    }
+    """`--model-overrides` strings as values: 'true'/'false' become booleans, numbers numbers
+    (`hidden_size 64`, `rope_theta 1e5`), anything else stays a string (`dtype bfloat16`)."""
+    return {key: _parse_value(value) for key, value in overrides.items()}
 
 
 def load_problems(config: LMTaskConfig) -> list:

@@ -6,10 +6,10 @@ Importing this package registers our environments with gymnax, so both
 Task success. Environments with a goal report it themselves, so algorithms never guess
 it from returns (CliffWalking's returns are always negative):
 - `has_success(env_or_id) -> bool` (static) says whether an environment reports success.
-  True for Maze-v0, MiniBehavior-PickPlace-v0, CliffWalking-v0, FrozenLakeRandom-v0 and
-  FrozenLake-misc as built by `make` (our subclass of gymnax's; `gymnax.make` still gives
-  gymnax's own, which does not report it). False for the other gymnax built-ins
-  (CartPole, Pendulum, ...): they have no notion of success.
+  True for Maze-v0, MiniBehavior-PickPlace-v0, CliffWalking-v0, FrozenLakeRandom-v0,
+  Sokoban-v0 and FrozenLake-misc as built by `make` (our subclass of gymnax's;
+  `gymnax.make` still gives gymnax's own, which does not report it). False for the other
+  gymnax built-ins (CartPole, Pendulum, ...): they have no notion of success.
 - Such an environment's `step` returns `info["success"]`, bool `[]` per env, True exactly
   on the transition that ends the episode by reaching the goal / completing the task;
   False on every other step, including failures (a hole) and time-limit truncation. It
@@ -31,6 +31,7 @@ from jaxrl_llm.envs.maze import Maze, shortest_path_distance
 from jaxrl_llm.envs.minibehavior import MiniBehaviorPickPlace
 from jaxrl_llm.envs.registry import has_success, make, make_configured, register, registered_envs
 from jaxrl_llm.envs.render import PALETTE, Cell, cell_codes, register_renderer, render_image, render_text
+from jaxrl_llm.envs.sokoban import Sokoban
 
 # id -> factory; `make(id, **kwargs)` forwards kwargs to the constructor.
 ENV_FACTORIES = {
@@ -38,6 +39,7 @@ ENV_FACTORIES = {
     "MiniBehavior-PickPlace-v0": MiniBehaviorPickPlace,
     "CliffWalking-v0": CliffWalking,
     "FrozenLakeRandom-v0": FrozenLakeRandom,
+    "Sokoban-v0": Sokoban,
 }
 # gymnax built-ins that `make` replaces by our subclass (gymnax keeps its own under the id).
 BUILTIN_REPLACEMENTS = {
@@ -56,6 +58,7 @@ __all__ = [
     "FrozenLakeRandom",
     "Maze",
     "MiniBehaviorPickPlace",
+    "Sokoban",
     "cell_codes",
     "has_success",
     "make",

@@ -91,14 +91,22 @@ class Maze(environment.Environment[EnvState, EnvParams]):
 
     Args:
       size: side length N of the square grid (>= 2).
+      layout_seed: -1 (default) draws a new maze, start and goal at every reset; a seed >= 0
+        fixes them (the maze of `reset(PRNGKey(layout_seed))`, every episode), e.g. for a
+        quick learning check where states recur across episodes.
     """
 
     reports_success = True  # `info["success"]`; see `jaxrl_llm.envs.has_success`
 
-    def __init__(self, size: int = 6):
+    def __init__(self, size: int = 6, layout_seed: int = -1):
         if not isinstance(size, int) or size < 2:
             raise ValueError(f"Maze: `size` must be an int >= 2, got {size!r}.")
+        if not isinstance(layout_seed, int) or layout_seed < -1:
+            raise ValueError(
+                f"Maze: `layout_seed` must be -1 (random mazes) or a seed >= 0, got {layout_seed!r}."
+            )
         self.size = size
+        self.layout_seed = layout_seed
 
     @property
     def default_params(self) -> EnvParams:
@@ -124,6 +132,8 @@ class Maze(environment.Environment[EnvState, EnvParams]):
         return obs, state, reached_goal.astype(jnp.float32), reached_goal, info
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
+        if self.layout_seed >= 0:
+            key = jax.random.PRNGKey(self.layout_seed)
         # One uniform draw for everything: random calls dominate compile time on CPU.
         maze_priorities, placement_scores = jax.random.uniform(key, (2, self.size, self.size))
         walls = carve_maze(maze_priorities)

@@ -11,7 +11,7 @@ int32 array of `Cell` codes (pure jnp), so text and image always agree:
   jits (`env` and `cell_px` static) and vmaps over a batch of states.
 
 Both take an unbatched `state` (vmap `render_image` for batches). Supported: `Maze-v0`,
-`MiniBehavior-PickPlace-v0`, `CliffWalking-v0`, `FrozenLakeRandom-v0`, gymnax's
+`MiniBehavior-PickPlace-v0`, `CliffWalking-v0`, `FrozenLakeRandom-v0`, `Sokoban-v0`, gymnax's
 `FrozenLake-misc`, `FourRooms-misc` and `MetaMaze-misc`. Add another with `register_renderer`.
 Where two things share a cell the agent is drawn on top, then the object, then the rest.
 """
@@ -32,8 +32,18 @@ from jaxrl_llm.envs.cliff_walking import GOAL_POSITION, START_POSITION, CliffWal
 from jaxrl_llm.envs.frozen_lake_random import FrozenLakeRandom
 from jaxrl_llm.envs.maze import Maze
 from jaxrl_llm.envs.minibehavior import MiniBehaviorPickPlace
+from jaxrl_llm.envs.sokoban import Sokoban
 
-__all__ = ["PALETTE", "Cell", "cell_codes", "register_renderer", "render_image", "render_text"]
+__all__ = [
+    "PALETTE",
+    "Cell",
+    "cell_codes",
+    "legend_text",
+    "register_renderer",
+    "render_image",
+    "render_text",
+    "symbol_of",
+]
 
 
 class Cell(enum.IntEnum):
@@ -50,6 +60,9 @@ class Cell(enum.IntEnum):
     OBJECT = 8
     TABLE = 9
     AGENT_CARRYING = 10
+    BOX = 11
+    TARGET = 12
+    BOX_ON_TARGET = 13
 
 
 class _Symbol(NamedTuple):
@@ -70,6 +83,9 @@ _SYMBOLS: dict[Cell, _Symbol] = {
     Cell.OBJECT: _Symbol("O", "object", (230, 140, 20)),
     Cell.TABLE: _Symbol("T", "table", (150, 100, 200)),
     Cell.AGENT_CARRYING: _Symbol("a", "agent carrying the object", (250, 110, 160)),
+    Cell.BOX: _Symbol("B", "box", (175, 115, 55)),
+    Cell.TARGET: _Symbol("+", "target", (130, 220, 210)),
+    Cell.BOX_ON_TARGET: _Symbol("*", "box on target", (40, 130, 150)),
 }
 # [num_cells, 3] uint8: the colour `render_image` paints each `Cell` with.
 PALETTE = np.array([_SYMBOLS[cell].rgb for cell in Cell], dtype=np.uint8)
@@ -116,8 +132,18 @@ def render_text(env, state) -> str:
         raise ValueError(f"render_text expects an unbatched state; got a grid of shape {codes.shape}.")
     chars = np.array([_SYMBOLS[cell].char for cell in Cell])
     rows = ["".join(row) for row in chars[codes]]
-    legend = " ".join(f"{_SYMBOLS[cell].char}={_SYMBOLS[cell].meaning}" for cell in renderer.legend)
-    return "\n".join([*rows, f"legend: {legend}"])
+    return "\n".join([*rows, legend_text(env)])
+
+
+def symbol_of(cell: Cell) -> str:
+    """The character `render_text` draws for `cell`."""
+    return _SYMBOLS[Cell(cell)].char
+
+
+def legend_text(env) -> str:
+    """`render_text`'s legend line of `env`, e.g. `legend: #=wall .=floor A=agent G=goal`."""
+    legend = " ".join(f"{_SYMBOLS[cell].char}={_SYMBOLS[cell].meaning}" for cell in _renderer_for(env).legend)
+    return f"legend: {legend}"
 
 
 def render_image(env, state, cell_px: int = 8) -> jax.Array:
@@ -181,6 +207,13 @@ def _gymnax_grid_world_codes(env, state) -> jax.Array:
     return _overlay(codes, state.pos, Cell.AGENT)
 
 
+def _sokoban_codes(env: Sokoban, state) -> jax.Array:
+    codes = _overlay(_walls_and_floor(state.walls), state.target_position, Cell.TARGET)
+    on_target = jnp.all(state.box_position == state.target_position)
+    codes = _overlay(codes, state.box_position, jnp.where(on_target, Cell.BOX_ON_TARGET, Cell.BOX))
+    return _overlay(codes, state.agent_position, Cell.AGENT)
+
+
 _NAVIGATION_LEGEND = (Cell.WALL, Cell.FLOOR, Cell.AGENT, Cell.GOAL)
 _FROZEN_LAKE_LEGEND = (Cell.START, Cell.FROZEN, Cell.HOLE, Cell.GOAL, Cell.AGENT)
 
@@ -201,6 +234,11 @@ register_renderer(
     frozen_lake.FrozenLake,
     lambda env, state: _frozen_lake_codes(env.desc, state.position),
     _FROZEN_LAKE_LEGEND,
+)
+register_renderer(
+    Sokoban,
+    _sokoban_codes,
+    (Cell.WALL, Cell.FLOOR, Cell.TARGET, Cell.BOX, Cell.BOX_ON_TARGET, Cell.AGENT),
 )
 register_renderer(rooms.FourRooms, _gymnax_grid_world_codes, _NAVIGATION_LEGEND)
 register_renderer(meta_maze.MetaMaze, _gymnax_grid_world_codes, _NAVIGATION_LEGEND)

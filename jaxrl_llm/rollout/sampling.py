@@ -3,8 +3,20 @@
 One jitted program: a prefill over the (padded) prompts, then a `lax.while_loop` that samples
 one token per row per step and feeds it back through the cache, stopping early once every row
 has emitted a stop token. Recompiles only when a shape or static setting changes (batch size,
-prompt length, `max_new_tokens`, `top_k`, number of stop tokens, config); temperature, top-p,
-the key and the prompts themselves are traced values.
+prompt length, `max_new_tokens`, `top_k`, `prompt_copies`, number of stop tokens, config);
+temperature, top-p, the key, the prompts and `active` are traced values, so `generate` can
+also be called inside another jitted function or a `lax.scan` body.
+
+Shared-prompt prefill (`prompt_copies = G`): the prompts are U unique prompts [U, P] and the
+output has B = U * G rows, group-major (row b continues prompt b // G, the order of
+`jnp.repeat(prompts, G, axis=0)`). Each prompt is prefilled once; its KV cache, last-position
+logits and next position are then repeated to its G rows, which sample independently (every
+row draws its own uniform per step, as with G separate copies of the prompt). This saves
+(G - 1) / G of the prefill; the decode loop is unchanged.
+
+Inactive rows (`active[b]` False, per output row): they start finished, so they emit nothing
+(`pad_token`, log-prob 0, mask False), do not affect the other rows, and do not keep the
+loop running; a batch with no active row returns at once.
 
 Conventions
 - `logprobs[b, t]` is log pi(tokens[b, t] | context) under the model's *raw* distribution
@@ -100,7 +112,12 @@ def _last_real_index(mask: jax.Array) -> jax.Array:
     return mask.shape[1] - 1 - jnp.argmax(mask[:, ::-1], axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "top_k"))
+def _repeat_rows(x: jax.Array, copies: int, axis: int = 0) -> jax.Array:
+    """Each index of `axis` repeated `copies` times in place (group-major), a no-op for 1."""
+    return x if copies == 1 else jnp.repeat(x, copies, axis=axis)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "top_k", "prompt_copies"))
 def _generate(
     params,
     prompt_tokens,
@@ -110,28 +127,42 @@ def _generate(
     top_p,
     stop_tokens,
     pad_token,
+    active,
     *,
     config: LlamaConfig,
     max_new_tokens: int,
     top_k: int,
+    prompt_copies: int = 1,
 ) -> GenerationOutput:
-    batch, prompt_len = prompt_tokens.shape
-    cache = init_cache(config, batch, prompt_len + max_new_tokens)
+    unique, prompt_len = prompt_tokens.shape
+    batch = unique * prompt_copies
+    # prefill the unique prompts once ...
+    cache = init_cache(config, unique, prompt_len + max_new_tokens)
     hidden, cache = hidden_states(
         params, config, prompt_tokens, positions_from_mask(prompt_mask), cache, prompt_mask
     )
     last_hidden = jnp.take_along_axis(hidden, _last_real_index(prompt_mask)[:, None, None], axis=1)[:, 0]
     # split once, before the loop: each decode step then reads per-layer buffers (no slicing copies)
     layer_params, cache = split_layers(params, config), split_cache(cache)
+    # ... then give each of the `prompt_copies` rows of a prompt its own copy of the prompt's
+    # per-layer cache [U, max_len, kv_heads, head_dim] -> [B, ...], next-token logits and position
+    copies = functools.partial(_repeat_rows, copies=prompt_copies)
+    cache = cache._replace(
+        keys=tuple(map(copies, cache.keys)),
+        values=tuple(map(copies, cache.values)),
+        slot_mask=copies(cache.slot_mask),
+    )
+    first_logits = copies(project_to_vocab(params, config, last_hidden))
+    first_position = copies(prompt_mask.sum(axis=1).astype(jnp.int32))
 
     def not_finished(state: _DecodeState):
         return (state.step < max_new_tokens) & ~jnp.all(state.done)
 
     def decode_step(state: _DecodeState) -> _DecodeState:
         key, sample_key = jax.random.split(state.key)
-        active = ~state.done
+        running = ~state.done
         token = jnp.where(
-            active, sample_from_logits(sample_key, state.logits, temperature, top_p, top_k), pad_token
+            running, sample_from_logits(sample_key, state.logits, temperature, top_p, top_k), pad_token
         )
         logprob = jnp.take_along_axis(jax.nn.log_softmax(state.logits), token[:, None], axis=-1)[:, 0]
         is_stop = jnp.any(token[:, None] == stop_tokens[None, :], axis=-1)
@@ -142,7 +173,7 @@ def _generate(
             token[:, None],
             state.position[:, None],
             state.cache,
-            active[:, None],
+            running[:, None],
         )
         return _DecodeState(
             step=state.step + 1,
@@ -150,19 +181,19 @@ def _generate(
             cache=cache,
             key=key,
             position=state.position + 1,
-            done=state.done | (active & is_stop),
+            done=state.done | (running & is_stop),
             tokens=state.tokens.at[:, state.step].set(token),
-            logprobs=state.logprobs.at[:, state.step].set(jnp.where(active, logprob, 0.0)),
-            mask=state.mask.at[:, state.step].set(active),
+            logprobs=state.logprobs.at[:, state.step].set(jnp.where(running, logprob, 0.0)),
+            mask=state.mask.at[:, state.step].set(running),
         )
 
     initial = _DecodeState(
         step=jnp.zeros((), jnp.int32),
-        logits=project_to_vocab(params, config, last_hidden),
+        logits=first_logits,
         cache=cache,
         key=key,
-        position=prompt_mask.sum(axis=1).astype(jnp.int32),
-        done=jnp.zeros((batch,), bool),
+        position=first_position,
+        done=~active,  # inactive rows start finished: they emit nothing and never hold up the loop
         tokens=jnp.full((batch, max_new_tokens), pad_token, jnp.int32),
         logprobs=jnp.zeros((batch, max_new_tokens), jnp.float32),
         mask=jnp.zeros((batch, max_new_tokens), bool),
@@ -183,21 +214,35 @@ def generate(
     top_k: int = 0,
     stop_tokens: Sequence[int] = (),
     pad_token: int = 0,
+    *,
+    active: jax.Array | None = None,
+    prompt_copies: int = 1,
 ) -> GenerationOutput:
-    """Samples `max_new_tokens` continuations of prompts [B, P] (see the module docstring).
+    """Samples `max_new_tokens` continuations of prompts [U, P] (see the module docstring):
+    `prompt_copies` = G of each, B = U * G output rows, group-major.
 
-    `prompt_mask_or_lengths` is either a [B, P] mask of real prompt tokens (left or right padded)
-    or [B] lengths of right-padded prompts (tokens in `prompt_tokens[b, :length]`).
-    `top_k` = 0 and `top_p` = 1 disable those filters.
+    `prompt_mask_or_lengths` is either a [U, P] mask of real prompt tokens (left or right padded)
+    or [U] lengths of right-padded prompts (tokens in `prompt_tokens[u, :length]`).
+    `active` [B] bool (default all True) marks the output rows to generate; the others come back
+    empty (`pad_token`, log-prob 0, mask False). `top_k` = 0 and `top_p` = 1 disable those filters.
     """
     prompt_tokens = jnp.asarray(prompt_tokens, jnp.int32)
     chex.assert_rank(prompt_tokens, 2)
+    prompt_copies = int(prompt_copies)
+    if prompt_copies < 1:
+        raise ValueError(f"prompt_copies={prompt_copies} must be >= 1")
     given = jnp.asarray(prompt_mask_or_lengths)
     if given.ndim == 1:
         prompt_mask = jnp.arange(prompt_tokens.shape[1])[None, :] < given[:, None]
     else:
         chex.assert_equal_shape([prompt_tokens, given])
         prompt_mask = given.astype(bool)
+    rows = prompt_tokens.shape[0] * prompt_copies
+    if active is None:
+        active = jnp.ones((rows,), bool)
+    else:
+        active = jnp.asarray(active, bool)
+        chex.assert_shape(active, (rows,))
     return _generate(
         params,
         prompt_tokens,
@@ -207,7 +252,9 @@ def generate(
         jnp.asarray(top_p, jnp.float32),
         jnp.asarray(stop_tokens, jnp.int32).reshape(-1),
         jnp.asarray(pad_token, jnp.int32),
+        active,
         config=config,
         max_new_tokens=int(max_new_tokens),
         top_k=int(top_k),
+        prompt_copies=prompt_copies,
     )

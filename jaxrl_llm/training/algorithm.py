@@ -6,6 +6,8 @@ Every method is `make_<algo>(config) -> Algorithm`, a bundle of three pure funct
     collect(collect_state, params, key)        -> (collect_state, batch, metrics)
     learn(train_state, batch, key, axis_name)  -> (train_state, metrics)
 
+(both `collect` and `learn` also take `frozen=` when the algorithm declares frozen arrays).
+
 `collect` produces one update's data with the current `train_state.params`: an
 environment scan, LM sampling, a replay-buffer sample or a dataset read. `learn` is the
 per-device gradient phase; every leaf of `batch` is split along its leading axis when it
@@ -42,10 +44,12 @@ class Algorithm:
     Python reward functions) and is called once per update from the host; otherwise
     `collect` is jittable and whole chunks of updates compile into one `lax.scan`.
 
-    `frozen`: arrays `learn` reads but never changes that are too large to compile in as
-    constants or to checkpoint (an LM's base and reference weights, rebuilt by
-    `make_<algo>`). When set, `learn` is called with the keyword argument `frozen=`,
-    passed as an argument (replicated across devices).
+    `frozen`: arrays `collect` and `learn` read but never change that are too large to
+    compile in as constants or to checkpoint (an LM's base and reference weights, rebuilt
+    by `make_<algo>`). When set, both are called with the keyword argument `frozen=`: the
+    sampler needs the base weights under LoRA and the reference policy scores the rows.
+    It enters every compiled program as an argument (replicated across devices), never as
+    a constant, and is not part of the checkpointed `LoopState`.
     """
 
     init: Callable[[jax.Array], tuple[Any, Any]]
@@ -106,7 +110,9 @@ def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None =
 
     if parallel != "single":
         mesh = mesh or data_mesh()
-    learn = algorithm.learn if algorithm.frozen is None else _learn_with_frozen(algorithm.learn, algorithm.frozen)
+    learn = (
+        algorithm.learn if algorithm.frozen is None else _learn_with_frozen(algorithm.learn, algorithm.frozen)
+    )
     step = build_step(learn, parallel, mesh)
     num_devices = 1 if parallel == "single" else mesh.devices.size
 
@@ -115,16 +121,17 @@ def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None =
         train_state, collect_state = algorithm.init(init_key)
         return LoopState(train_state, collect_state, key)
 
-    def update(state: LoopState) -> tuple[LoopState, Metrics]:
+    def update(state: LoopState, frozen: Any = algorithm.frozen) -> tuple[LoopState, Metrics]:
         key, collect_key, learn_key = jax.random.split(state.key, 3)
+        extra = {} if algorithm.frozen is None else {"frozen": frozen}
         collect_state, batch, collect_metrics = algorithm.collect(
-            state.collect_state, state.train_state.params, collect_key
+            state.collect_state, state.train_state.params, collect_key, **extra
         )
         _check_splits(batch, num_devices)
         if algorithm.frozen is None:
             train_state, learn_metrics = step(state.train_state, batch, learn_key)
         else:
-            (train_state, _), learn_metrics = step((state.train_state, algorithm.frozen), batch, learn_key)
+            (train_state, _), learn_metrics = step((state.train_state, frozen), batch, learn_key)
         return LoopState(train_state, collect_state, key), {**collect_metrics, **learn_metrics}
 
     return TrainFunctions(
@@ -137,4 +144,5 @@ def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None =
         host_update=algorithm.host_collect,
         frame_name=algorithm.frame_name,
         raw_progress_metric=algorithm.raw_progress_metric,
+        frozen=algorithm.frozen,
     )

@@ -53,6 +53,15 @@ class TrainFunctions:
     raw_progress_metric: str | None = None
     """A noisier per-update metric that the curve draws faintly under `progress_metric`
     when the latter is already a running statistic."""
+    frozen: Any = None
+    """Read-only arrays `update(state, frozen)` takes as its second argument (an LM's base
+    weights); compiled programs receive them as an argument, not as constants."""
+
+    def step(self, state, frozen=None):
+        """`update(state)`, or `update(state, frozen)` when there are frozen arrays."""
+        if self.frozen is None:
+            return self.update(state)
+        return self.update(state, self.frozen if frozen is None else frozen)
 
 
 def as_train_functions(training: Algorithm | TrainFunctions, parallel: Mode = "single") -> TrainFunctions:
@@ -66,7 +75,8 @@ def make_train(
     training: Algorithm | TrainFunctions, parallel: Mode = "single"
 ) -> Callable[[jax.Array], tuple[Any, dict[str, jax.Array]]]:
     """`train(key) -> (final_state, metrics[num_updates])`: the whole loop as one function,
-    jittable and vmappable over keys."""
+    jittable and vmappable over keys. An algorithm with frozen arrays also takes them,
+    `train(key, frozen)` (default: the algorithm's own, which a jit then compiles in)."""
     fns = as_train_functions(training, parallel)
     if fns.host_update:
         raise ValueError(
@@ -75,9 +85,9 @@ def make_train(
             "call the composed update in a Python loop."
         )
 
-    def train(key: jax.Array):
+    def train(key: jax.Array, frozen: Any = None):
         state = fns.init(key)
-        return jax.lax.scan(lambda s, _: fns.update(s), state, None, length=fns.num_updates)
+        return jax.lax.scan(lambda s, _: fns.step(s, frozen), state, None, length=fns.num_updates)
 
     return train
 
@@ -98,7 +108,7 @@ def train_on_host(
     state, rows = fns.init(key), []
     with tqdm(total=fns.num_updates, desc=description, unit="update", disable=not progress) as bar:
         for _ in range(fns.num_updates):
-            state, metrics = fns.update(state)
+            state, metrics = fns.step(state)
             rows.append(jax.device_get(metrics))  # waits: the bar shows finished updates
             bar.set_postfix({fns.loss_metric: f"{float(rows[-1][fns.loss_metric]):.3g}"}, refresh=False)
             bar.update()
@@ -124,20 +134,23 @@ def _chunk_runner(fns: TrainFunctions, chunk_length: int) -> Callable[[Any, int]
     """
     if fns.host_update:
 
-        def host_chunk(state, num_active):
+        def host_chunk(state, num_active, frozen):
             rows = []
             for _ in range(num_active):
-                state, metrics = fns.update(state)
+                state, metrics = fns.step(state, frozen)
                 rows.append(jax.device_get(metrics))
             return state, stack_rows(rows)
 
         return host_chunk
 
-    def chunk(state, num_active):
+    def chunk(state, num_active, frozen):
+        def update(s):
+            return fns.step(s, frozen)
+
         def maybe_update(s, index):
-            _, metric_shapes = jax.eval_shape(fns.update, s)
+            _, metric_shapes = jax.eval_shape(update, s)
             skip = lambda s: (s, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metric_shapes))
-            return jax.lax.cond(index < num_active, fns.update, skip, s)
+            return jax.lax.cond(index < num_active, update, skip, s)
 
         return jax.lax.scan(maybe_update, state, jnp.arange(chunk_length))
 
@@ -164,6 +177,7 @@ def run(
     parallel: Mode = "single",
     prepare_dir: bool = True,
     min_chunk_frames: int = 0,
+    chunk_length: int | None = None,
 ) -> Any:
     """Runs `training` (an `Algorithm`, composed for `parallel`) to `num_updates`, writing
     under `out_dir`.
@@ -171,7 +185,8 @@ def run(
     Writes `config.json`, `metrics.csv` (one row per update: `step`, `frames` and the
     algorithm's metrics), TensorBoard events in `tb/`, orbax checkpoints in
     `checkpoints/` and `learning_curve.png`. Jittable algorithms run `checkpoint_every`
-    updates per compiled chunk (more if those are under `min_chunk_frames` frames);
+    updates per compiled chunk (more if those are under `min_chunk_frames` frames; exactly
+    `chunk_length` when given, e.g. 1 for updates that take seconds, like an LM agent's);
     host-driven ones one update at a time; checkpoints are saved between chunks. A new run saves
     its initial state; then a checkpoint is saved after `checkpoint_every` updates, once
     `checkpoint_seconds` have passed since the last one, or as soon as the time since the
@@ -216,9 +231,10 @@ def run(
                 file=sys.stderr,
             )
     writer = None  # opened on the first chunk, once the metric names are known
-    chunk_length = (
-        1 if fns.host_update else chunk_updates(fns.frames_per_update, checkpoint_every, min_chunk_frames)
-    )
+    if fns.host_update:
+        chunk_length = 1
+    elif chunk_length is None:
+        chunk_length = chunk_updates(fns.frames_per_update, checkpoint_every, min_chunk_frames)
     run_chunk = _chunk_runner(fns, chunk_length)
     watchdog = StallWatchdog(stall_seconds if jax.default_backend() == "cpu" else None, on_stall)
     bar = tqdm(
@@ -254,7 +270,7 @@ def run(
                 "rerun the same command with --resume to continue."
             )
             with watchdog.waiting(stall_message):
-                new_state, metrics = run_chunk(state, length)
+                new_state, metrics = run_chunk(state, length, fns.frozen)
                 # device_get blocks on the chunk: at most one chunk is ever in flight.
                 metrics = {k: v[:length] for k, v in jax.device_get(metrics).items()}
             _check_finite(metrics[fns.loss_metric], update, saved if saved else None)

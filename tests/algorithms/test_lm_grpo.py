@@ -108,7 +108,9 @@ def _random_completion_batch(run, key, rows=8, prompt_len=5, completion_len=6):
     )
 
 
-@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "token-sum-norm"])
+@pytest.mark.parametrize(
+    "mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "token-sum-norm"]
+)
 def test_microbatched_step_equals_the_full_batch_step(tiny_run, mode):
     """Gradient accumulation over 4 slices of 2 rows gives the one-pass gradient and loss
     (SGD with step 1, so the parameter change is the gradient)."""
@@ -469,3 +471,11 @@ def test_cli_reports_model_and_data_mistakes_in_one_line(tmp_path, capsys, flags
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_model_overrides_become_typed_values():
+    from jaxrl_llm.algorithms.lm_task import parse_overrides
+
+    parsed = parse_overrides({"remat": "True", "hidden_size": "64", "rope_theta": "1e5", "dtype": "bfloat16"})
+    assert parsed == {"remat": True, "hidden_size": 64, "rope_theta": 100000.0, "dtype": "bfloat16"}
+    assert isinstance(parsed["hidden_size"], int)

@@ -133,3 +133,18 @@ def test_spaces_and_validation():
     assert env.action_space(params).n == env.num_actions == 4
     with pytest.raises(ValueError, match="size"):
         Maze(size=1)
+
+
+def test_a_layout_seed_fixes_maze_start_and_goal_for_every_reset():
+    env = Maze(size=5, layout_seed=3)
+    params = env.default_params
+    _, states = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(
+        jax.random.split(jax.random.PRNGKey(0), 4), params
+    )
+    for leaf in (states.walls, states.agent_position, states.goal_position):
+        assert (np.asarray(leaf) == np.asarray(leaf[:1])).all()
+    _, expected = Maze(size=5).reset(jax.random.PRNGKey(3), params)  # the maze of that seed
+    np.testing.assert_array_equal(states.walls[0], expected.walls)
+    np.testing.assert_array_equal(states.goal_position[0], expected.goal_position)
+    with pytest.raises(ValueError, match="layout_seed"):
+        Maze(size=5, layout_seed=-2)

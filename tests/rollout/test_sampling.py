@@ -179,6 +179,143 @@ def test_jit_recompiles_only_on_shape_changes(params):
     assert _generate._cache_size() == compiled + 1
 
 
+# --- shared-prompt prefill (prompt_copies) and inactive rows ------------------------------------------
+# One compiled shape for most of these: 3 unique prompts x 4 copies = 12 rows, width 8, NEW tokens,
+# two stop tokens (traced values: greedy and sampled runs share it).
+
+PROMPTS, COPIES, STOPS = [PROMPT, [11, 12], [5, 9, 30, 31, 32, 40, 1]], 4, (4, 9)
+
+
+def _run(params, tokens, mask, temperature, key=1, **kwargs):
+    kwargs = {"stop_tokens": STOPS, "pad_token": 51, **kwargs}
+    return generate(params, CONFIG, tokens, mask, jax.random.key(key), NEW, temperature=temperature, **kwargs)
+
+
+def _rows(output, rows):
+    return jax.tree.map(lambda x: np.asarray(x)[rows], output)
+
+
+def test_shared_prefill_equals_separate_prefills(params):
+    """`prompt_copies=G` on U prompts == the same sampler on `jnp.repeat(prompts, G, 0)`.
+
+    Tokens and masks are equal exactly (greedy, and sampled with the same key: each output row
+    draws the same uniforms either way). Log-probs agree to ~1e-6, not bitwise: the prefill's
+    matmuls run on U instead of U * G rows, and XLA's CPU kernels round differently by batch size.
+    """
+    tokens, mask = _left_padded(PROMPTS, WIDTH)
+    repeated = jnp.repeat(tokens, COPIES, axis=0), jnp.repeat(mask, COPIES, axis=0)
+    for temperature in (0.0, 1.0):
+        shared = _run(params, tokens, mask, temperature, prompt_copies=COPIES)
+        separate = _run(params, *repeated, temperature)
+        chex.assert_shape([shared.tokens, shared.logprobs, shared.mask], (len(PROMPTS) * COPIES, NEW))
+        np.testing.assert_array_equal(shared.tokens, separate.tokens)
+        np.testing.assert_array_equal(shared.mask, separate.mask)
+        np.testing.assert_allclose(shared.logprobs, separate.logprobs, rtol=0, atol=1e-5)
+        lengths = np.asarray(shared.mask.sum(axis=1))
+        assert 0 < lengths.min() < NEW == lengths.max()  # some rows stop early, some run to the end
+    # the sampled copies of one prompt differ from each other: every row draws its own uniforms
+    assert len({tuple(row) for row in np.asarray(shared.tokens[:COPIES])}) > 1
+    expected = _teacher_forced(params, CONFIG, *repeated, shared)
+    np.testing.assert_allclose(shared.logprobs, np.where(shared.mask, expected, 0.0), atol=1e-4)
+
+
+def test_prompt_copies_and_active_are_checked(params):
+    tokens, mask = _left_padded(PROMPTS, WIDTH)
+    with pytest.raises(ValueError, match="prompt_copies=0"):
+        _run(params, tokens, mask, 0.0, prompt_copies=0)
+    with pytest.raises(AssertionError):  # `active` is per output row: 12 here, not 3
+        _run(params, tokens, mask, 0.0, prompt_copies=COPIES, active=jnp.ones(3, bool))
+
+
+ACTIVE = np.array([1, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 1], bool)  # prompt 1's group is all inactive
+
+
+def test_inactive_rows_generate_nothing_and_leave_the_others_unchanged(params):
+    tokens, mask = _left_padded(PROMPTS, WIDTH)
+    for temperature in (0.0, 1.0):
+        everyone = _run(params, tokens, mask, temperature, prompt_copies=COPIES)
+        some = _run(params, tokens, mask, temperature, prompt_copies=COPIES, active=ACTIVE)
+        off = _rows(some, ~ACTIVE)
+        assert np.all(off.tokens == 51) and np.all(off.logprobs == 0) and not off.mask.any()
+        # same program, same draws per row: the active rows are exactly as if all rows ran
+        chex.assert_trees_all_equal(_rows(some, ACTIVE), _rows(everyone, ACTIVE))
+    # greedy: as if the inactive rows were not in the batch at all (up to batch-size rounding)
+    greedy = _run(params, tokens, mask, 0.0, prompt_copies=COPIES, active=ACTIVE)
+    row_prompts = np.repeat(np.arange(len(PROMPTS)), COPIES)[ACTIVE]
+    alone = _run(params, tokens[row_prompts], mask[row_prompts], 0.0)
+    np.testing.assert_array_equal(greedy.tokens[ACTIVE], alone.tokens)
+    np.testing.assert_array_equal(greedy.mask[ACTIVE], alone.mask)
+    np.testing.assert_allclose(greedy.logprobs[ACTIVE], alone.logprobs, rtol=0, atol=1e-5)
+
+
+def test_decode_loop_stops_when_every_active_row_has_stopped(params, monkeypatch):
+    """Counts decode steps (a host callback in the step, traced afresh for new_tokens=9)."""
+    from jaxrl_llm.rollout import sampling
+
+    steps = []
+
+    original = sampling.decode_forward
+
+    def counting_decode_forward(*args):
+        jax.debug.callback(lambda: steps.append(1))
+        return original(*args)
+
+    monkeypatch.setattr(sampling, "decode_forward", counting_decode_forward)
+    tokens, mask = _left_padded(PROMPTS, WIDTH)
+
+    def run(active):
+        steps.clear()
+        out = generate(
+            params, CONFIG, tokens, mask, jax.random.key(0), 9, temperature=0.0, stop_tokens=STOPS,
+            prompt_copies=COPIES, active=active,
+        )  # fmt: skip
+        jax.effects_barrier()
+        return out, len(steps)
+
+    everyone, everyone_steps = run(np.ones(12, bool))
+    assert everyone_steps == 9  # prompts 1 and 2 run to the end
+    stopping = np.asarray(everyone.mask.sum(axis=1)) < 9  # the rows that emit a stop token
+    assert stopping.any() and not stopping.all()
+    out, ran = run(stopping)
+    assert ran == int(np.asarray(everyone.mask.sum(axis=1))[stopping].max()) < 9
+    np.testing.assert_array_equal(out.mask[stopping], everyone.mask[stopping])
+    nobody, ran = run(np.zeros(12, bool))
+    assert ran == 0 and not nobody.mask.any() and np.all(nobody.tokens == 0)
+    assert np.all(nobody.logprobs == 0)
+
+
+def test_generate_runs_inside_jit_and_a_scan_over_turns(params):
+    """Traced prompts, key, temperature and `active` (shrinking turn by turn, as in an agent loop
+    where finished episodes stop generating) give the eager results."""
+    tokens, mask = _left_padded(PROMPTS, WIDTH)
+    actives = jnp.asarray([np.ones(12, bool), ACTIVE, np.zeros(12, bool)])
+    keys = jax.random.split(jax.random.key(5), len(actives))
+
+    @jax.jit
+    def turns(params, tokens, mask, temperature):
+        def turn(count, xs):
+            key, active = xs
+            out = generate(
+                params, CONFIG, tokens, mask, key, NEW, temperature=temperature, stop_tokens=STOPS,
+                pad_token=51, active=active, prompt_copies=COPIES,
+            )  # fmt: skip
+            return count + out.mask.sum(), out
+
+        return jax.lax.scan(turn, jnp.zeros((), jnp.int32), (keys, actives))
+
+    for temperature in (0.0, 1.0):
+        count, outs = turns(params, tokens, mask, jnp.float32(temperature))
+        for turn, (key, active) in enumerate(zip(keys, actives)):
+            eager = generate(
+                params, CONFIG, tokens, mask, key, NEW, temperature=temperature, stop_tokens=STOPS,
+                pad_token=51, active=active, prompt_copies=COPIES,
+            )  # fmt: skip
+            np.testing.assert_array_equal(outs.tokens[turn], eager.tokens)
+            np.testing.assert_array_equal(outs.mask[turn], eager.mask)
+            np.testing.assert_allclose(outs.logprobs[turn], eager.logprobs, rtol=0, atol=1e-5)
+        assert int(count) == int(outs.mask.sum()) and not outs.mask[-1].any()
+
+
 # --- SmolLM2-135M-Instruct (real weights) -------------------------------------------------------------
 
 

@@ -18,7 +18,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from jaxrl_llm.algorithms import dqn, group_rl, lm_grpo, lm_sft, ppo, sac, td3  # noqa: E402
+from jaxrl_llm.algorithms import dqn, group_rl, lm_agent, lm_grpo, lm_sft, ppo, sac, td3  # noqa: E402
+from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig  # noqa: E402
 from jaxrl_llm.training import compose, make_train, train_on_host  # noqa: E402
 
 NUM_UPDATES = 3
@@ -32,8 +33,8 @@ def with_random_advantages(algorithm):
     """An untrained LM rarely earns a reward, which leaves every advantage 0; random
     advantages give a gradient to compare whatever the sampled completions were."""
 
-    def collect(state, params, key):
-        state, batch, metrics = algorithm.collect(state, params, key)
+    def collect(state, params, key, **frozen):
+        state, batch, metrics = algorithm.collect(state, params, key, **frozen)
         noise = jax.random.normal(jax.random.fold_in(key, 7), batch.advantage.shape)
         return state, batch.replace(advantage=noise), metrics
 
@@ -70,6 +71,22 @@ CASES = {
         lm_grpo.make_lm_grpo(
             lm_grpo.LMGRPOConfig(
                 **LM_TASK, prompts_per_update=8, group_size=2, max_new_tokens=4, num_updates=NUM_UPDATES
+            ),
+            optimizer=optax.sgd(0.1),
+            verbose=False,
+        )
+    ),
+    # 2 groups x 4 members x 2 turns = 16 rows, 2 per device
+    "lm_agent": lambda: with_random_advantages(
+        lm_agent.make_lm_agent(
+            LMAgentConfig(
+                env_kwargs={"size": 3},
+                num_groups=2,
+                group_size=4,
+                max_turns=2,
+                history_length=1,
+                num_updates=NUM_UPDATES,
+                model_overrides={"hidden_size": "32", "intermediate_size": "64", "num_layers": "1"},
             ),
             optimizer=optax.sgd(0.1),
             verbose=False,

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxrl_llm.training import Algorithm, LoopState, compose, make_train, train_on_host
+from jaxrl_llm.training import Algorithm, LoopState, compose, make_train, run, train_on_host
 from jaxrl_llm.training.algorithm import _check_splits
 from jaxrl_llm.training.train_state import apply_gradients, create
 
@@ -47,7 +47,8 @@ def counting(host_collect: bool, frozen=None) -> Algorithm:
     def init(key):
         return create(jnp.zeros(()), tx), jnp.zeros((), jnp.int32)
 
-    def collect(count, params, key):
+    def collect(count, params, key, **kwargs):
+        assert ("frozen" in kwargs) == (frozen is not None)  # collect sees the frozen arrays too
         return count + 1, {"x": jnp.ones((4,))}, {"collected": count.astype(jnp.float32)}
 
     def learn(state, batch, key, axis_name, **kwargs):
@@ -70,6 +71,17 @@ def test_compose_threads_collect_state_key_and_frozen_arrays():
     assert int(state.collect_state) == 3 and float(state.train_state.params) == 9.0  # 3 steps of +3
     np.testing.assert_array_equal(metrics["collected"], [0, 1, 2])
     assert "shift" not in str(jax.tree_util.tree_structure(state))  # frozen arrays are not state
+
+
+def test_compiled_runs_take_frozen_arrays_as_an_argument(tmp_path):
+    algorithm = counting(host_collect=False, frozen={"shift": jnp.float32(2.0)})
+    train = jax.jit(make_train(algorithm))
+    state, _ = train(jax.random.PRNGKey(0), {"shift": jnp.float32(5.0)})
+    assert float(state.train_state.params) == 18.0  # 3 steps of +6: the argument, not the default
+    text = jax.jit(make_train(algorithm)).lower(jax.random.PRNGKey(0), {"shift": jnp.float32(5.0)}).as_text()
+    assert "2.000000e+00" not in text  # the default frozen value is not compiled in
+    state = run(algorithm, {}, tmp_path / "run", seed=0, progress=False)
+    assert float(state.train_state.params) == 9.0
 
 
 def test_compose_splits_the_key_once_per_update():

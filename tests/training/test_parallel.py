@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ALGORITHMS = ["ppo", "grpo", "gigpo", "lm_grpo", "sft", "dqn", "sac", "sac_discrete", "td3"]
+ALGORITHMS = ["ppo", "grpo", "gigpo", "lm_grpo", "lm_agent", "sft", "dqn", "sac", "sac_discrete", "td3"]
 
 
 def parallel_report(algorithm: str) -> dict:

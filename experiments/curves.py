@@ -1,0 +1,54 @@
+"""What every experiment driver shares: per-seed success at the budget, smoothing, curve plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def final_success(success: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Per-seed success at the budget: mean over the last `fraction` of updates (NaN-safe)."""
+    tail = max(1, int(success.shape[1] * fraction))
+    return np.nanmean(success[:, -tail:], axis=1)
+
+
+def smooth(y: np.ndarray, width: int) -> np.ndarray:
+    """Trailing moving average of width `width` (NaN entries replaced by the mean)."""
+    y = np.where(np.isfinite(y), y, np.nan)
+    kernel = np.ones(width) / width
+    padded = np.pad(
+        np.nan_to_num(y, nan=np.nanmean(y) if np.isfinite(y).any() else 0.0), (width - 1, 0), mode="edge"
+    )
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def plot_success_curves(curves: dict, path: Path, x_label: str = "env steps") -> None:
+    """One panel per task: mean ± std over seeds of each method's smoothed success curve.
+
+    `curves[task][method] = (x [U], success [seeds, U])`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), dpi=110)
+    for ax, (task, methods) in zip(np.atleast_1d(axes), curves.items()):
+        for name, (frames, success) in methods.items():
+            width = max(1, len(frames) // 20)
+            per_seed = np.stack([smooth(s, width) for s in success])
+            mean, std = per_seed.mean(0), per_seed.std(0)
+            ax.plot(frames, mean, label=name, lw=1.6)
+            ax.fill_between(frames, mean - std, mean + std, alpha=0.2)
+        ax.set_title(task)
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("success rate")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,286 @@
+"""LM agents trained with GiGPO, GRPO or RLOO in gymnax grid environments, one program per update.
+
+`make_lm_agent(config)` is the algorithm (see `training.algorithm`). `collect` is jittable:
+the multi-turn episode scan (`rollout.agent.agent_rollout`, the LM sampling every turn), the
+group advantages and the reference log-probs compile together with `learn`, the GRPO-family
+clipped token loss (`lm_grpo.grpo_step`), into one program per chunk of updates.
+
+Each (episode, turn) is one training row: prompt = the turn's fixed-length window, response =
+the turn's answer tokens. Advantages per row (verl-agent's recipe):
+- GiGPO (Feng et al. 2025, Eq. 3-8): A = A^E + omega A^S (`losses.gigpo_advantages`), with the
+  anchor observation of a turn the environment's raw observation, not the prompt. The prompt
+  also carries the last `history_length` (observation, action) pairs, so two turns in one
+  step group can have different prompts (the state aliasing verl-agent accepts, digest 2.6.6).
+- GRPO: the episode level of the same function with omega = 0 and std normalisation (the
+  episode return of each row normalised over its group's step rows, as verl-agent).
+- RLOO: R_i minus the mean return of the other members of its group, per trajectory.
+In all three the invalid-action penalty is subtracted from the rows whose answer named no
+action (GiGPO/GRPO inside the advantage function, as verl-agent; RLOO after it).
+
+The base model (LoRA base, and reference policy of the k3 KL) is the algorithm's `frozen`
+argument. With `sft_warmup_steps` a from-scratch model first learns the answer format by
+supervised steps on random-walk transcripts (`make_agent_sft`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxrl_llm import envs
+from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig
+from jaxrl_llm.algorithms.lm_grpo import CompletionBatch, grpo_step, num_microbatches, reference_log_probs
+from jaxrl_llm.algorithms.lm_sft import SFTBatch, sft_step
+from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model
+from jaxrl_llm.config import to_dict
+from jaxrl_llm.losses import gigpo_advantages, group_advantages
+from jaxrl_llm.models.lora import apply_lora, lora_init
+from jaxrl_llm.models.tokenizer import stop_token_ids
+from jaxrl_llm.rollout.agent import AgentRows, agent_rollout, episode_metrics, lm_policy, random_walk_policy
+from jaxrl_llm.rollout.agent_text import AgentText, build_agent_text
+from jaxrl_llm.training import Algorithm, TrainState
+from jaxrl_llm.training import run as run_training
+from jaxrl_llm.training.optimizers import clipped_adam
+from jaxrl_llm.training.train_state import create as create_train_state
+
+
+@dataclass(frozen=True)
+class AgentSetup:
+    """What an LM-agent run holds fixed: the model, the environment and its token tables."""
+
+    config: LMAgentConfig
+    model_config: Any
+    tokenizer: Any
+    base_params: Any  # frozen: the reference policy (and the LoRA base)
+    env: Any
+    env_params: Any
+    text: AgentText
+    stop_tokens: tuple[int, ...]
+
+
+def setup(
+    config: LMAgentConfig,
+    loaded: LoadedModel | None = None,
+    *,
+    verbose: bool = True,
+    warmup_dir: str | Path | None = None,
+    resume: bool = False,
+) -> AgentSetup:
+    """Loads the model (unless given), builds the environment's token tables and runs the
+    supervised warm-up when `config.sft_warmup_steps` (checkpointed in `warmup_dir` if given)."""
+    loaded = loaded or load_model(config, verbose)
+    env, env_params = envs.make_configured(config.env, config.env_kwargs)
+    text = build_agent_text(
+        env,
+        env_params,
+        loaded.tokenizer,
+        history_length=config.history_length,
+        style=config.observation_style,
+        action_format=config.action_format,
+        prompt_style=config.prompt_style,
+    )
+    longest_answer = int(text.answer_mask[:-1].sum(axis=1).max()) + 1  # an action and the stop token
+    if config.max_new_tokens < longest_answer:
+        raise ValueError(
+            f"max_new_tokens={config.max_new_tokens} cannot hold the longest answer of {config.env} "
+            f"({longest_answer} tokens with the stop token): raise --max-new-tokens."
+        )
+    run = AgentSetup(
+        config,
+        loaded.model_config,
+        loaded.tokenizer,
+        loaded.params,
+        env,
+        env_params,
+        text,
+        stop_token_ids(loaded.tokenizer),
+    )
+    if config.sft_warmup_steps:
+        run = dataclasses.replace(run, base_params=warm_up(run, verbose, warmup_dir, resume))
+    return run
+
+
+def rollout(run: AgentSetup, params, key: jax.Array, *, policy=None, temperature=None) -> AgentRows:
+    """One update's episodes with `params` (or `policy`); jittable."""
+    config = run.config
+    policy = policy or lm_policy(
+        params,
+        run.model_config,
+        config.max_new_tokens,
+        temperature=config.temperature if temperature is None else temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        stop_tokens=run.stop_tokens,
+        pad_token=run.text.pad_token,
+    )
+    return agent_rollout(
+        key,
+        run.env,
+        run.env_params,
+        run.text,
+        policy,
+        num_groups=config.num_groups,
+        group_size=config.group_size,
+        max_turns=config.max_turns,
+        stop_tokens=run.stop_tokens,
+    )
+
+
+def row_advantages(rows: AgentRows, config: LMAgentConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`[B, T]` advantages of the turns (0 on inactive rows) and their metrics (module docstring)."""
+    episode_group = rows.group_id[:, 0]
+    if config.algorithm == "rloo":
+        returns = rows.reward.sum(axis=1)
+        advantage, metrics = group_advantages(
+            returns, episode_group, config.num_groups, normalization="none", baseline="leave_one_out"
+        )
+        penalty = config.invalid_action_penalty * rows.invalid_action
+        return jnp.where(rows.active, advantage[:, None] - penalty, 0.0), metrics
+    gigpo = config.algorithm == "gigpo"
+    result = gigpo_advantages(
+        rows.reward,
+        rows.active,
+        episode_group,
+        rows.anchor_obs,
+        gamma=config.gamma,
+        step_advantage_weight=config.step_advantage_weight if gigpo else 0.0,
+        normalization=config.normalization if gigpo else "std",
+        invalid_action_mask=rows.invalid_action,
+        invalid_action_penalty=config.invalid_action_penalty,
+        num_episode_groups=config.num_groups,
+    )
+    return result.advantages, result.metrics
+
+
+def flatten_rows(rows: AgentRows, advantage: jax.Array, ref_log_prob_fn) -> CompletionBatch:
+    """Rows `[B, T, ...]` as a `CompletionBatch` of `B*T` (prompt + answer) sequences."""
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    tokens = jnp.concatenate([flat(rows.prompt_tokens), flat(rows.answer_tokens)], axis=1)
+    mask = jnp.concatenate([flat(rows.prompt_mask), flat(rows.answer_mask)], axis=1)
+    prompt_len = rows.prompt_tokens.shape[-1]
+    return CompletionBatch(
+        tokens=tokens,
+        mask=mask,
+        completion_mask=flat(rows.answer_mask),
+        old_log_prob=flat(rows.answer_logprobs),
+        ref_log_prob=ref_log_prob_fn(tokens, mask, prompt_len),
+        advantage=flat(advantage),
+    )
+
+
+def make_optimizer(config: LMAgentConfig) -> optax.GradientTransformation:
+    return clipped_adam(config.learning_rate, config.max_grad_norm)
+
+
+def make_lm_agent(
+    config: LMAgentConfig,
+    loaded: AgentSetup | None = None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    verbose: bool = True,
+) -> Algorithm:
+    """The LM agent trainer as an `Algorithm` (module docstring). `loaded` is `setup(config)`'s
+    result (built here if not given); `optimizer` replaces the config's clipped Adam."""
+    run = loaded or setup(config, verbose=verbose)
+    tx = optimizer or make_optimizer(config)
+    rows_per_update = config.batch_size
+    num_slices = num_microbatches(
+        config, run.model_config, rows_per_update, run.text.prompt_length, config.max_new_tokens
+    )
+
+    def init(key: jax.Array) -> tuple[TrainState, jax.Array]:
+        if config.lora_rank:
+            trainable = lora_init(key, run.base_params, config.lora_rank, config.lora_alpha)
+        else:
+            trainable = run.base_params
+        return create_train_state(trainable, tx), jnp.zeros((), jnp.int32)
+
+    def collect(update: jax.Array, trainable, key: jax.Array, *, frozen):
+        params = apply_lora(frozen, trainable) if config.lora_rank else trainable
+        rows = rollout(run, params, key)
+        advantage, advantage_metrics = row_advantages(rows, config)
+        reference = partial(reference_log_probs, frozen, run.model_config, num_slices=num_slices)
+        batch = flatten_rows(rows, advantage, lambda t, m, p: reference(t, m, num_prompt_tokens=p))
+        metrics = {
+            **episode_metrics(rows),
+            **{k: jnp.asarray(v, jnp.float32) for k, v in advantage_metrics.items()},
+        }
+        return update + 1, batch, metrics
+
+    return Algorithm(
+        init,
+        collect,
+        partial(grpo_step, run=run, tx=tx),
+        config.num_updates,
+        frames_per_update=config.num_envs * config.max_turns,
+        progress_metric="success_rate" if envs.has_success(run.env) else "episode_return_mean",
+        frame_name="turn",
+        frozen=run.base_params,
+    )
+
+
+# ---- supervised warm-up on random-walk transcripts ------------------------------------------
+
+
+def make_agent_sft(run: AgentSetup, num_updates: int, learning_rate: float) -> Algorithm:
+    """Next-token training on the canonical answers of random-walk episodes (valid moves, not
+    optimal ones): teaches a from-scratch model the prompt -> answer format before RL."""
+    config = run.config
+    tx = clipped_adam(learning_rate, None)
+    stop = run.stop_tokens[0]
+    walker = random_walk_policy(run.text, run.env.num_actions, stop, config.max_new_tokens)
+    num_slices = num_microbatches(
+        config, run.model_config, config.batch_size, run.text.prompt_length, config.max_new_tokens
+    )
+
+    def init(key):
+        del key
+        return create_train_state(run.base_params, tx), jnp.zeros((), jnp.int32)
+
+    def collect(update, params, key):
+        rows = rollout(run, params, key, policy=walker)
+        flat = lambda x: x.reshape((-1,) + x.shape[2:])
+        tokens = jnp.concatenate([flat(rows.prompt_tokens), flat(rows.answer_tokens)], axis=1)
+        answer_mask = flat(rows.answer_mask)
+        mask = jnp.concatenate([flat(rows.prompt_mask), answer_mask], axis=1)
+        loss_mask = jnp.concatenate([jnp.zeros_like(flat(rows.prompt_mask)), answer_mask], axis=1)
+        return update + 1, SFTBatch(tokens, mask, loss_mask), {}
+
+    return Algorithm(
+        init,
+        collect,
+        partial(sft_step, model_config=run.model_config, tx=tx, num_microbatches=num_slices),
+        num_updates,
+        config.batch_size,
+        progress_metric="loss",
+        frame_name="row",
+    )
+
+
+def warm_up(run: AgentSetup, verbose: bool, out_dir=None, resume: bool = False):
+    """The warm-up's final parameters (in memory, or a checkpointed run in `out_dir`)."""
+    config = run.config
+    algorithm = make_agent_sft(run, config.sft_warmup_steps, config.sft_learning_rate)
+    key = jax.random.PRNGKey(config.seed)
+    if out_dir is None:
+        from jaxrl_llm.training import make_train
+
+        state, _ = jax.jit(make_train(algorithm))(key)
+        return state.train_state.params
+    state = run_training(
+        algorithm,
+        {"algorithm": "agent-sft", **to_dict(config)},
+        out_dir,
+        seed=config.seed,
+        resume=resume and Path(out_dir).exists(),
+        progress=verbose,
+        title=f"supervised warm-up of {config.model} on {config.env}",
+    )
+    return state.train_state.params

@@ -1,0 +1,121 @@
+"""LM agents: advantages per algorithm, the command line, checkpoint/resume, and a learning test."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrl_llm.algorithms import lm_agent
+from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig
+from jaxrl_llm.losses.reference.gigpo_numpy import gigpo_advantages_reference
+from jaxrl_llm.rollout.agent import AgentRows
+from jaxrl_llm.training.checkpoint import CheckpointStore
+from jaxrl_llm.training.metrics import read_metrics
+
+SMALL_MODEL = ["--model-overrides", "hidden_size", "64", "intermediate_size", "128", "num_layers", "2"]
+
+
+def _rows(rewards, active, invalid, anchors, group_size) -> AgentRows:
+    batch, turns = rewards.shape
+    zeros = jnp.zeros((batch, turns), jnp.int32)
+    return AgentRows(
+        prompt_tokens=jnp.zeros((batch, turns, 2), jnp.int32),
+        prompt_mask=jnp.ones((batch, turns, 2), bool),
+        answer_tokens=jnp.zeros((batch, turns, 2), jnp.int32),
+        answer_mask=jnp.ones((batch, turns, 2), bool),
+        answer_logprobs=jnp.zeros((batch, turns, 2)),
+        action=zeros,
+        valid_action=jnp.asarray(active & ~invalid),
+        active=jnp.asarray(active),
+        reward=jnp.asarray(rewards, jnp.float32),
+        terminated=jnp.zeros((batch, turns), bool),
+        success=jnp.zeros((batch, turns), bool),
+        anchor_obs=jnp.asarray(anchors),
+        group_id=jnp.broadcast_to((jnp.arange(batch) // group_size)[:, None], (batch, turns)),
+        trajectory_id=jnp.broadcast_to(jnp.arange(batch)[:, None], (batch, turns)),
+        turn=jnp.broadcast_to(jnp.arange(turns)[None], (batch, turns)),
+    )
+
+
+@pytest.mark.parametrize("algorithm", ["gigpo", "grpo", "rloo"])
+def test_row_advantages_follow_each_algorithm_on_random_rows(algorithm):
+    rng = np.random.default_rng(0)
+    groups, group_size, turns = 3, 4, 5
+    batch = groups * group_size
+    lengths = rng.integers(1, turns + 1, batch)
+    active = np.arange(turns)[None] < lengths[:, None]
+    rewards = np.where(active, rng.choice([0.0, 0.0, 1.0], (batch, turns)), 0.0)
+    invalid = active & (rng.random((batch, turns)) < 0.3)
+    anchors = rng.integers(0, 3, (batch, turns, 2)).astype(np.int32)
+    config = LMAgentConfig(algorithm=algorithm, num_groups=groups, group_size=group_size, max_turns=turns)
+    rows = _rows(rewards, active, invalid, anchors, group_size)
+    advantage, _ = jax.jit(lambda r: lm_agent.row_advantages(r, config))(rows)
+    episode_group = np.arange(batch) // group_size
+    if algorithm == "rloo":  # R_i minus the mean of the other members' returns, then the penalty
+        returns = rewards.sum(1)
+        totals = np.array([returns[episode_group == g].sum() for g in episode_group])
+        baseline = (totals - returns) / (group_size - 1)
+        expected = np.where(active, (returns - baseline)[:, None] - 0.1 * invalid, 0.0)
+    else:
+        expected = gigpo_advantages_reference(
+            rewards,
+            active,
+            episode_group,
+            anchors,
+            gamma=0.95,
+            step_advantage_weight=1.0 if algorithm == "gigpo" else 0.0,
+            normalization="none" if algorithm == "gigpo" else "std",
+            invalid_action_mask=invalid,
+            invalid_action_penalty=0.1,
+        )["advantages"]
+    np.testing.assert_allclose(np.asarray(advantage), expected, atol=1e-5)
+
+
+def _cli(tmp_path, *flags):
+    from jaxrl_llm import cli
+
+    cli.main(
+        [
+            "lm-agent",
+            "--model",
+            "tiny",
+            *SMALL_MODEL,
+            "--env",
+            "Sokoban-v0",
+            "--num-groups",
+            "2",
+            "--group-size",
+            "2",
+            "--max-turns",
+            "3",
+            "--sft-warmup-steps",
+            "3",
+            "--no-progress",
+            "--compile-cache",
+            "",
+            "--out",
+            str(tmp_path),
+            *flags,
+        ]
+    )
+
+
+def test_cli_trains_an_agent_checkpoints_and_resumes(tmp_path):
+    _cli(tmp_path, "--num-updates", "2")
+    assert CheckpointStore(tmp_path / "checkpoints").latest_step() == 2
+    assert CheckpointStore(tmp_path / "warmup" / "checkpoints").latest_step() == 3
+    assert (tmp_path / "learning_curve.png").exists()
+    _cli(tmp_path, "--num-updates", "3", "--resume")
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert [int(r["frames"]) for r in rows] == [12, 24, 36]  # 4 episodes x 3 turns per update
+    for row in rows:
+        assert np.isfinite(row["loss"]) and 0.0 <= row["success_rate"] <= 1.0
+        assert 0.0 <= row["invalid_action_fraction"] <= 1.0
+
+
+def test_cli_explains_an_answer_budget_that_cannot_hold_an_action(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli(tmp_path, "--max-new-tokens", "3")
+    assert exit_info.value.code == 2
+    assert "max_new_tokens=3 cannot hold the longest answer of Sokoban-v0" in capsys.readouterr().err
