@@ -60,10 +60,14 @@ class Args:
     """Updates per seed and method (each: num_groups x group_size episodes of max_turns turns)."""
     seeds: int = 3
     warmup_steps: int = 150
-    """Supervised steps on random-walk transcripts before RL (one warm-up per task)."""
-    learning_rate: float = 1e-3
+    """Supervised steps on random-walk transcripts before RL (one warm-up per task, lr 3e-3)."""
+    learning_rate: float = 3e-3
     num_groups: int = 4
     group_size: int = 8
+    max_turns: int = 0
+    """Turns per episode (0: each task's default)."""
+    tasks: tuple[str, ...] = ()
+    """Task names to run (default: all of TASKS)."""
     quick: bool = False
     """Smoke run: the first task, two methods, a few updates, 2 seeds."""
     out: Path = HERE
@@ -79,8 +83,9 @@ def task_config(task: dict, args: Args, **method) -> LMAgentConfig:
         group_size=args.group_size,
         learning_rate=args.learning_rate,
         sft_warmup_steps=args.warmup_steps,
+        sft_learning_rate=3e-3,
         remat=False,
-        **task,
+        **{**task, **({"max_turns": args.max_turns} if args.max_turns else {})},
         **method,
     )
 
@@ -169,12 +174,13 @@ def write_results(rows: list[dict], args: Args, path: Path) -> None:
 
 
 def main(args: Args) -> None:
-    tasks, methods = TASKS, METHODS
+    tasks = {name: TASKS[name] for name in args.tasks} if args.tasks else TASKS
+    methods = METHODS
     if args.quick:
         args = dataclasses.replace(
             args, updates=min(args.updates, 4), seeds=min(args.seeds, 2), warmup_steps=20
         )
-        tasks = dict(list(TASKS.items())[:1])
+        tasks = dict(list(tasks.items())[:1])
         methods = {k: METHODS[k] for k in ("GiGPO (w/o std)", "GRPO")}
     args.out.mkdir(parents=True, exist_ok=True)
     watchdog = StallWatchdog(args.stall_seconds)
@@ -208,8 +214,9 @@ def main(args: Args) -> None:
                 f"compile {compile_s:.0f}s run {run_s:.0f}s",
                 flush=True,
             )
-    plot_success_curves(curves, args.out / "success_curves.png", x_label="turn budget")
-    write_results(rows, args, args.out / "results.md")
+        # written after every task, so a long run that is stopped keeps what it finished
+        plot_success_curves(curves, args.out / "success_curves.png", x_label="turn budget")
+        write_results(rows, args, args.out / "results.md")
     print(f"wrote {args.out / 'results.md'} and {args.out / 'success_curves.png'}")
 
 
