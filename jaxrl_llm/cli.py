@@ -206,7 +206,8 @@ def lm_grpo_command(config: Annotated[LMGRPOConfig, Flat], run: Annotated[RunOpt
 
 def lm_agent_command(config: Annotated[LMAgentConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
     """A language model acting in a gymnax grid environment for several turns, trained with
-    GiGPO, GRPO or RLOO (--algorithm); rollout, advantages and update compile into one program."""
+    GiGPO, GRPO, RLOO or PPO with a value head (--algorithm); rollout, advantages and update
+    compile into one program."""
     from jaxrl_llm.algorithms import lm_agent
     from jaxrl_llm.training.run_dir import WARMUP_DIR
 
@@ -214,7 +215,7 @@ def lm_agent_command(config: Annotated[LMAgentConfig, Flat], run: Annotated[RunO
         loaded = lm_agent.setup(config, warmup_dir=run.out / WARMUP_DIR, resume=run.resume)
         return lm_agent.make_lm_agent(config, loaded)
 
-    name = {"gigpo": "GiGPO", "grpo": "GRPO", "rloo": "RLOO"}[config.algorithm]
+    name = {"gigpo": "GiGPO", "grpo": "GRPO", "rloo": "RLOO", "ppo": "PPO"}[config.algorithm]
     title = f"{name} LM agent ({config.model}) on {config.env} (seed {config.seed})"
     _train("lm-agent", make, config, run, title=title, chunk_length=1)  # updates take seconds
 

@@ -1,4 +1,4 @@
-"""GiGPO vs GRPO vs RLOO for a tiny language-model agent in gymnax grid environments.
+"""GiGPO vs GRPO vs RLOO vs PPO for a tiny language-model agent in gymnax grid environments.
 
 Paper claim (Feng et al. 2025, arXiv 2505.10978, Table 1): for LLM agents trained over
 multi-turn episodes, GiGPO beats GRPO and RLOO (ALFWorld 86.7 / 72.8 / 69.7 success at 1.5B),
@@ -8,9 +8,9 @@ Here, at toy scale: a from-scratch ~0.1M-parameter decoder with a character toke
 `tiny` model, shrunk), first taught the answer format on random-walk transcripts (shared by
 every method and seed), then trained with GiGPO (w/ and w/o std), GRPO and RLOO on Maze-v0
 (random 4x4 mazes), Sokoban-v0 (6x6, one box) and FrozenLake 4x4 (fixed map, not slippery);
-equal env-turn budgets; seeds trained in one vmapped program. Writes results.md and
-success_curves.png next to this file (or to --out). PPO with a value head on the decoder, the
-paper's fourth baseline, is not implemented yet.
+and PPO with a value head on the decoder (GAE over turns); equal env-turn budgets; seeds
+trained in one vmapped program. Writes results.md and success_curves.png next to this file
+(or to --out).
 
     python experiments/lm_agent_gigpo/run.py            # default budget
     python experiments/lm_agent_gigpo/run.py --quick    # smoke run, one task, 2 methods
@@ -50,6 +50,7 @@ METHODS = {
     "GiGPO (w/o std)": dict(algorithm="gigpo", normalization="none"),
     "GRPO": dict(algorithm="grpo"),
     "RLOO": dict(algorithm="rloo"),
+    "PPO (value head)": dict(algorithm="ppo"),
 }
 STEP_GROUP_METRICS = ("singleton_step_group_fraction", "step_group_size_mean", "num_step_groups")
 
@@ -114,7 +115,7 @@ def write_results(rows: list[dict], args: Args, path: Path) -> None:
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     cell = {(r["task"], r["method"]): r for r in rows}
     lines = [
-        "# GiGPO vs GRPO vs RLOO for a tiny LM agent (toy scale)",
+        "# GiGPO vs GRPO vs RLOO vs PPO for a tiny LM agent (toy scale)",
         "",
         f"{args.updates} updates x {args.num_groups} groups x {args.group_size} episodes per seed and method "
         f"(equal env-turn budgets), {args.seeds} seeds (vmapped), learning rate {args.learning_rate}, "
@@ -166,7 +167,7 @@ def write_results(rows: list[dict], args: Args, path: Path) -> None:
             + (f" ({', '.join(wins)})." if wins else "."),
         ]
     lines += [
-        "The paper reports GiGPO > GRPO > RLOO on ALFWorld (86.7 / 72.8 / 69.7 at 1.5B).",
+        "The paper reports GiGPO > GRPO > RLOO > PPO on ALFWorld at 1.5B (86.7 / 72.8 / 69.7 / 54.4).",
         "",
         "![success curves](success_curves.png)",
     ]

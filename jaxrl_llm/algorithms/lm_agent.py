@@ -14,8 +14,13 @@ the turn's answer tokens. Advantages per row (verl-agent's recipe):
 - GRPO: the episode level of the same function with omega = 0 and std normalisation (the
   episode return of each row normalised over its group's step rows, as verl-agent).
 - RLOO: R_i minus the mean return of the other members of its group, per trajectory.
-In all three the invalid-action penalty is subtracted from the rows whose answer named no
-action (GiGPO/GRPO inside the advantage function, as verl-agent; RLOO after it).
+- PPO: a value head V(s_t) = w . h_t + b on the decoder's final hidden state at the turn's
+  last prompt position (shared with the policy, trained with `value_coef` x 1/2 (V - R)^2),
+  and GAE over the turns of each episode. An episode cut at `max_turns` bootstraps with 0
+  (the horizon is part of the task; the next prompt is never built).
+The invalid-action penalty is subtracted from the rows whose answer named no action
+(GiGPO/GRPO inside the advantage function, as verl-agent; RLOO after it; PPO from the turn's
+reward, so GAE carries it back to earlier turns).
 
 The base model (LoRA base, and reference policy of the k3 KL) is the algorithm's `frozen`
 argument. With `sft_warmup_steps` a from-scratch model first learns the answer format by
@@ -33,20 +38,36 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from jaxrl_llm import envs
 from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig
-from jaxrl_llm.algorithms.lm_grpo import CompletionBatch, grpo_step, num_microbatches, reference_log_probs
+from jaxrl_llm.algorithms.lm_grpo import (
+    LOGPROB_CHUNK,
+    CompletionBatch,
+    grpo_step,
+    num_microbatches,
+    reference_log_probs,
+)
 from jaxrl_llm.algorithms.lm_sft import SFTBatch, sft_step
 from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model
 from jaxrl_llm.config import to_dict
-from jaxrl_llm.losses import gigpo_advantages, group_advantages
+from jaxrl_llm.losses import gigpo_advantages, group_advantages, policy_gradient_loss
+from jaxrl_llm.losses.gae import generalized_advantage_estimation
+from jaxrl_llm.models.llama import hidden_states, positions_from_mask
+from jaxrl_llm.models.logprobs import completion_logprobs_entropy_and_prompt_state
 from jaxrl_llm.models.lora import apply_lora, lora_init
 from jaxrl_llm.models.tokenizer import stop_token_ids
 from jaxrl_llm.rollout.agent import AgentRows, agent_rollout, episode_metrics, lm_policy, random_walk_policy
 from jaxrl_llm.rollout.agent_text import AgentText, build_agent_text
 from jaxrl_llm.training import Algorithm, TrainState
 from jaxrl_llm.training import run as run_training
+from jaxrl_llm.training.gradient_steps import (
+    loss_norm_constant,
+    microbatch_norm_constant,
+    repeated_gradient_steps,
+    split_microbatches,
+)
 from jaxrl_llm.training.optimizers import clipped_adam
 from jaxrl_llm.training.train_state import create as create_train_state
 
@@ -175,6 +196,107 @@ def flatten_rows(rows: AgentRows, advantage: jax.Array, ref_log_prob_fn) -> Comp
     )
 
 
+@struct.dataclass
+class AgentPPOBatch:
+    completions: CompletionBatch  # advantage = GAE advantage of the row's turn
+    returns: jax.Array  # [R] value targets
+    row_mask: jax.Array  # [R] bool, real (active) rows
+
+
+def init_value_head(hidden_size: int) -> dict[str, jax.Array]:
+    return {"kernel": jnp.zeros((hidden_size,), jnp.float32), "bias": jnp.zeros((), jnp.float32)}
+
+
+def value_of(head: dict[str, jax.Array], state: jax.Array) -> jax.Array:
+    """V = w . h + b for hidden states `[..., D]`."""
+    return state.astype(jnp.float32) @ head["kernel"] + head["bias"]
+
+
+def prompt_states(params, model_config, tokens, mask, num_slices: int) -> jax.Array:
+    """Final hidden state `[R, D]` at the last position of prompts `[R, P]`, `num_slices` row
+    slices at a time (the last prompt slot is always a real token: the chat template's tail)."""
+
+    def last_state(slice_):
+        slice_tokens, slice_mask = slice_
+        hidden, _ = hidden_states(
+            params, model_config, slice_tokens, positions_from_mask(slice_mask), mask=slice_mask
+        )
+        return hidden[:, -1]
+
+    states = jax.lax.map(last_state, split_microbatches((tokens, mask), num_slices))
+    return states.reshape(tokens.shape[0], -1)
+
+
+def turn_advantages_gae(
+    rows: AgentRows, values: jax.Array, config: LMAgentConfig
+) -> tuple[jax.Array, jax.Array]:
+    """`(advantages, returns)` `[B, T]` by GAE over each episode's turns (0 on inactive rows)."""
+    reward = rows.reward - config.invalid_action_penalty * rows.invalid_action
+    next_active = jnp.concatenate([rows.active[:, 1:], jnp.zeros_like(rows.active[:, :1])], axis=1)
+    following = jnp.where(next_active, jnp.concatenate([values[:, 1:], values[:, :1]], axis=1), 0.0)
+    cut = rows.active & ~next_active & ~rows.terminated  # the episode's last turn without an ending
+    advantage, returns = generalized_advantage_estimation(
+        reward.T, values.T, following.T, rows.terminated.T, cut.T, config.gamma, config.gae_lambda
+    )
+    return jnp.where(rows.active, advantage.T, 0.0), jnp.where(rows.active, returns.T, 0.0)
+
+
+def ppo_step(
+    train_state: TrainState,
+    batch: AgentPPOBatch,
+    key: jax.Array,
+    axis_name: str | None = None,
+    *,
+    frozen: Any,
+    run: AgentSetup,
+    tx: optax.GradientTransformation,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """`update_epochs` steps of the clipped token loss plus `value_coef` x the value head's
+    squared error, both normalised over the global batch (shard- and micro-batch-exact)."""
+    del key
+    config = run.config
+    completions = batch.completions
+    rows, completion_len = completions.completion_mask.shape
+    prompt_len = completions.tokens.shape[1] - completion_len
+    slices = num_microbatches(config, run.model_config, rows, prompt_len, completion_len)
+    model_config = run.model_config.replace(remat=True) if config.remat else run.model_config
+    norm = loss_norm_constant(
+        config.loss_agg_mode, completions.completion_mask, axis_name, config.max_new_tokens
+    )
+    norm = microbatch_norm_constant(config.loss_agg_mode, norm, slices)
+    value_norm = loss_norm_constant("token-mean", batch.row_mask[:, None], axis_name, 1)
+    value_norm = microbatch_norm_constant("token-mean", value_norm, slices)
+
+    def loss_fn(trainable, micro: AgentPPOBatch):
+        params = apply_lora(frozen, trainable["policy"]) if config.lora_rank else trainable["policy"]
+        c = micro.completions
+        log_prob, entropy, state = completion_logprobs_entropy_and_prompt_state(
+            params, model_config, c.tokens, c.mask, prompt_len, chunk_size=LOGPROB_CHUNK
+        )
+        policy_loss, metrics = policy_gradient_loss(
+            log_prob,
+            c.old_log_prob,
+            c.advantage,
+            c.completion_mask,
+            ref_logp=c.ref_log_prob,
+            entropy=entropy,
+            eps_low=config.eps_low,
+            eps_high=config.eps_high,
+            kl_coef=config.kl_coef,
+            kl_estimator=config.kl_estimator,
+            loss_agg_mode=config.loss_agg_mode,
+            norm_constant=norm,
+        )
+        error = jnp.where(micro.row_mask, value_of(trainable["value_head"], state) - micro.returns, 0.0)
+        value_loss = 0.5 * jnp.sum(error**2) / value_norm
+        loss = policy_loss + config.value_coef * value_loss
+        return loss, {**metrics, "value_loss": value_loss * slices, "loss": loss}
+
+    return repeated_gradient_steps(
+        train_state, loss_fn, tx, config.update_epochs, axis_name, batch=batch, num_microbatches=slices
+    )
+
+
 def make_optimizer(config: LMAgentConfig) -> optax.GradientTransformation:
     return clipped_adam(config.learning_rate, config.max_grad_norm)
 
@@ -195,19 +317,40 @@ def make_lm_agent(
         config, run.model_config, rows_per_update, run.text.prompt_length, config.max_new_tokens
     )
 
+    ppo = config.algorithm == "ppo"
+
     def init(key: jax.Array) -> tuple[TrainState, jax.Array]:
         if config.lora_rank:
-            trainable = lora_init(key, run.base_params, config.lora_rank, config.lora_alpha)
+            policy = lora_init(key, run.base_params, config.lora_rank, config.lora_alpha)
         else:
-            trainable = run.base_params
+            policy = run.base_params
+        trainable = (
+            {"policy": policy, "value_head": init_value_head(run.model_config.hidden_size)} if ppo else policy
+        )
         return create_train_state(trainable, tx), jnp.zeros((), jnp.int32)
 
     def collect(update: jax.Array, trainable, key: jax.Array, *, frozen):
-        params = apply_lora(frozen, trainable) if config.lora_rank else trainable
+        policy = trainable["policy"] if ppo else trainable
+        params = apply_lora(frozen, policy) if config.lora_rank else policy
         rows = rollout(run, params, key)
-        advantage, advantage_metrics = row_advantages(rows, config)
         reference = partial(reference_log_probs, frozen, run.model_config, num_slices=num_slices)
-        batch = flatten_rows(rows, advantage, lambda t, m, p: reference(t, m, num_prompt_tokens=p))
+        ref_log_prob = lambda t, m, p: reference(t, m, num_prompt_tokens=p)
+        if ppo:
+            flat = lambda x: x.reshape((-1,) + x.shape[2:])
+            states = prompt_states(
+                params, run.model_config, flat(rows.prompt_tokens), flat(rows.prompt_mask), num_slices
+            )
+            values = value_of(trainable["value_head"], states).reshape(rows.reward.shape)
+            advantage, returns = turn_advantages_gae(rows, values, config)
+            batch = AgentPPOBatch(
+                flatten_rows(rows, advantage, ref_log_prob), flat(returns), flat(rows.active)
+            )
+            advantage_metrics = {
+                "value_mean": jnp.sum(values * rows.active) / jnp.maximum(rows.active.sum(), 1)
+            }
+        else:
+            advantage, advantage_metrics = row_advantages(rows, config)
+            batch = flatten_rows(rows, advantage, ref_log_prob)
         metrics = {
             **episode_metrics(rows),
             **{k: jnp.asarray(v, jnp.float32) for k, v in advantage_metrics.items()},
@@ -217,7 +360,7 @@ def make_lm_agent(
     return Algorithm(
         init,
         collect,
-        partial(grpo_step, run=run, tx=tx),
+        partial(ppo_step if ppo else grpo_step, run=run, tx=tx),
         config.num_updates,
         frames_per_update=config.num_envs * config.max_turns,
         progress_metric="success_rate" if envs.has_success(run.env) else "episode_return_mean",

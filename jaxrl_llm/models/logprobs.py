@@ -97,6 +97,24 @@ def completion_logprobs_and_entropy(
     vocabulary (the prompt positions are most of the projection's cost in RL batches).
     Padding positions of the completion are 0.
     """
+    logprobs, entropy, _ = completion_logprobs_entropy_and_prompt_state(
+        params, config, tokens, mask, num_prompt_tokens, temperature, chunk_size
+    )
+    return logprobs, entropy
+
+
+def completion_logprobs_entropy_and_prompt_state(
+    params,
+    config: LlamaConfig,
+    tokens: jax.Array,
+    mask: jax.Array,
+    num_prompt_tokens: int,
+    temperature=1.0,
+    chunk_size: int = 128,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`completion_logprobs_and_entropy` plus the final hidden state `[B, D]` at the last prompt
+    position `P - 1` (the state that predicts the first completion token), from the same forward
+    pass: what a value head on the decoder reads."""
     chex.assert_rank([tokens, mask], 2)
     if not 0 < num_prompt_tokens < tokens.shape[1]:
         raise ValueError(
@@ -113,4 +131,8 @@ def completion_logprobs_and_entropy(
         chunk_size,
     )
     completion_mask = mask[:, num_prompt_tokens:]
-    return jnp.where(completion_mask, logprobs, 0.0), jnp.where(completion_mask, entropy, 0.0)
+    return (
+        jnp.where(completion_mask, logprobs, 0.0),
+        jnp.where(completion_mask, entropy, 0.0),
+        hidden[:, num_prompt_tokens - 1],
+    )

@@ -72,6 +72,33 @@ def test_row_advantages_follow_each_algorithm_on_random_rows(algorithm):
     np.testing.assert_allclose(np.asarray(advantage), expected, atol=1e-5)
 
 
+def test_ppo_turn_advantages_are_gae_over_each_episode():
+    rng = np.random.default_rng(1)
+    batch, turns, gamma, lam = 6, 5, 0.9, 0.8
+    lengths = rng.integers(1, turns + 1, batch)
+    active = np.arange(turns)[None] < lengths[:, None]
+    ends = (np.arange(turns)[None] == lengths[:, None] - 1) & (rng.random(batch) < 0.6)[:, None]  # some cut
+    rewards = np.where(active, rng.normal(size=(batch, turns)), 0.0)
+    invalid = active & (rng.random((batch, turns)) < 0.3)
+    values = rng.normal(size=(batch, turns))
+    rows = _rows(rewards, active, invalid, np.zeros((batch, turns, 1), np.int32), 2)._replace(
+        terminated=jnp.asarray(ends)
+    )
+    config = LMAgentConfig(algorithm="ppo", gamma=gamma, gae_lambda=lam)
+    advantage, returns = lm_agent.turn_advantages_gae(rows, jnp.asarray(values, jnp.float32), config)
+    expected = np.zeros((batch, turns))
+    for b in range(batch):
+        following = 0.0
+        for t in reversed(range(lengths[b])):
+            last = t == lengths[b] - 1
+            next_value = 0.0 if last else values[b, t + 1]  # a cut episode bootstraps with 0
+            delta = rewards[b, t] - 0.1 * invalid[b, t] + gamma * next_value - values[b, t]
+            following = delta + (0.0 if last else gamma * lam * following)
+            expected[b, t] = following
+    np.testing.assert_allclose(np.asarray(advantage), expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(returns), np.where(active, expected + values, 0.0), atol=1e-5)
+
+
 def _cli(tmp_path, *flags):
     from jaxrl_llm import cli
 

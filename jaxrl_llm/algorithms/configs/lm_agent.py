@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from jaxrl_llm.config import EnvKwarg, check_choice, check_range
 from jaxrl_llm.losses.names import GIGPO_NORMALIZATIONS, KL_ESTIMATOR_NAMES, LOSS_AGG_MODES
 
-AGENT_ALGORITHMS = ("gigpo", "grpo", "rloo")
+AGENT_ALGORITHMS = ("gigpo", "grpo", "rloo", "ppo")
 # the names rollout.agent_text accepts (defined here: configs import no JAX)
 OBSERVATION_STYLES = ("auto", "chars", "spaced")
 ACTION_FORMATS = ("auto", "tag", "word")
@@ -17,14 +17,15 @@ PROMPT_STYLES = ("auto", "full", "compact")
 @dataclass(frozen=True)
 class LMAgentConfig:
     """A language model acting for several turns in a gymnax grid environment, trained with
-    GiGPO / GRPO / RLOO on one row per turn (verl-agent's recipe: token-mean clipped loss,
+    GiGPO / GRPO / RLOO / PPO on one row per turn (verl-agent's recipe: token-mean clipped loss,
     k3 KL 0.01 to the reference, invalid-action penalty 0.1, gamma 0.95, omega 1).
 
     Defaults are a CPU-sized tiny-model run (the README adds --env-kwargs size 4 for 4x4 mazes)."""
 
     algorithm: str = "gigpo"
     """'gigpo' (episode + step-level group advantages), 'grpo' (episode level, std-normalised
-    over the group's step rows, as verl-agent) or 'rloo' (leave-one-out over trajectories)."""
+    over the group's step rows, as verl-agent), 'rloo' (leave-one-out over trajectories) or
+    'ppo' (GAE over turns from a value head on the decoder)."""
     model: str = "tiny"
     """'tiny' (random ~1M params, character tokenizer), 'smollm2-135m-instruct' (bundled GGUF),
     a .gguf file or an HF directory."""
@@ -71,6 +72,10 @@ class LMAgentConfig:
     normalization: str = "none"
     """GiGPO's advantage scale: 'none' (verl-agent's mean_norm, 'w/o std') or 'std'; GRPO always
     divides by the group std; RLOO never does."""
+    gae_lambda: float = 0.95
+    """PPO: lambda of GAE over turns (gamma is --gamma)."""
+    value_coef: float = 0.1
+    """PPO: weight of the value head's squared error in the loss (the head shares the decoder)."""
     invalid_action_penalty: float = 0.1
     """Subtracted from a turn's returns when its answer names no action (verl-agent: 0.1)."""
     sft_warmup_steps: int = 0
@@ -118,6 +123,8 @@ class LMAgentConfig:
         check_range(self, "step_advantage_weight", 0.0)
         check_choice(self, "normalization", GIGPO_NORMALIZATIONS)
         check_range(self, "invalid_action_penalty", 0.0)
+        check_range(self, "gae_lambda", 0.0, 1.0)
+        check_range(self, "value_coef", 0.0)
         check_range(self, "sft_warmup_steps", 0)
         check_range(self, "lora_rank", 0)
         check_range(self, "micro_batch_size", 0)
