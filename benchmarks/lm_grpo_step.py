@@ -20,6 +20,17 @@ plain float32 `LlamaForCausalLM` (TRL refuses models marked as quantized), saved
     python benchmarks/lm_grpo_step.py --quick          # 2 prompts x 2 completions x 16 tokens
     python benchmarks/lm_grpo_step.py                  # 8 x 8 x 128
     python benchmarks/lm_grpo_step.py --append-results # also append to benchmarks/RESULTS.md
+
+Sampling alone, shared-prompt prefill vs separate prefills (`--prefill`): the sampler of our
+step on one update's P prompts x G completions, once with `prompt_copies=G` (each prompt
+prefilled once, its KV cache repeated to its G rows, as `collect` does) and once on the
+prompts repeated G times (every row prefilled), for the tiny random model and SmolLM2; same
+prompts, weights, key and settings, in one process, alternating the two `--prefill-repeats`
+times after one compiling call each (with no row active, so it stops after the prefill);
+medians reported.
+
+    python benchmarks/lm_grpo_step.py --prefill                   # 8 x 8 x 128, tiny and SmolLM2
+    python benchmarks/lm_grpo_step.py --prefill --append-results  # also append to RESULTS.md
 """
 
 from __future__ import annotations
@@ -289,6 +300,132 @@ def worker_trl(args) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- shared prefill
+
+
+def measure_prefill(args, model: str) -> dict:
+    """Seconds to sample update 0's P x G completions with the shared-prompt prefill and with
+    separate prefills (see the module docstring), alternated after compiling both."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from jaxrl_llm.algorithms import lm_grpo
+    from jaxrl_llm.data.problems import encode_prompts
+    from jaxrl_llm.rollout.sampling import generate
+
+    config = dataclasses.replace(ours_config(args), model=model)
+    started = time.perf_counter()
+    run = lm_grpo.setup(config, verbose=False)
+    load_s = time.perf_counter() - started
+    problems = lm_grpo.load_problems(config)
+    chosen = np.random.default_rng([config.seed, 0]).choice(len(problems), args.prompts, replace=False)
+    tokens, mask = encode_prompts(
+        run.tokenizer, [problems[i] for i in chosen], config.max_prompt_tokens, config.length_bucket
+    )
+    inputs = {
+        "shared": (tokens, mask, args.group),
+        "separate": (np.repeat(tokens, args.group, axis=0), np.repeat(mask, args.group, axis=0), 1),
+    }
+
+    def sample(mode: str, active):
+        prompt_tokens, prompt_mask, copies = inputs[mode]
+        t0 = time.perf_counter()
+        out = generate(
+            run.base_params,
+            run.model_config,
+            prompt_tokens,
+            prompt_mask,
+            jax.random.key(0),  # the same key: the same draws per row, so the same completions
+            config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            top_k=config.top_k,
+            stop_tokens=run.stop_tokens,
+            pad_token=run.tokenizer.pad_token_id or 0,
+            active=active,
+            prompt_copies=copies,
+        )
+        jax.block_until_ready(out)
+        return time.perf_counter() - t0, jax.tree.map(np.asarray, out)
+
+    compile_s, outputs, seconds = {}, {}, {"shared": [], "separate": []}
+    everyone = np.ones(args.prompts * args.group, bool)
+    for mode in seconds:  # compiles the program; no row active, so it returns after the prefill
+        compile_s[mode] = sample(mode, active=~everyone)[0]
+    for _ in range(args.prefill_repeats):
+        for mode in seconds:
+            elapsed, outputs[mode] = sample(mode, active=everyone)
+            seconds[mode].append(elapsed)
+    shared, separate = outputs["shared"], outputs["separate"]
+    lengths = mask.sum(axis=1)
+    result = {
+        "model": model,
+        "rows": f"{args.prompts} x {args.group}",
+        "prompt_width": int(tokens.shape[1]),
+        "prompt_lengths": [int(lengths.min()), int(np.median(lengths)), int(lengths.max())],
+        "new_tokens": config.max_new_tokens,
+        "decode_steps": int(shared.mask.sum(axis=1).max()),
+        "generated_tokens": int(shared.mask.sum()),
+        "tokens_equal": float(np.mean(shared.tokens == separate.tokens)),
+        "max_logprob_diff": float(np.abs(shared.logprobs - separate.logprobs).max()),
+        "load_s": load_s,
+        "compile_s": compile_s,
+        "seconds": seconds,
+        "median_s": {mode: statistics.median(times) for mode, times in seconds.items()},
+    }
+    result["ratio"] = result["median_s"]["separate"] / result["median_s"]["shared"]
+    print(json.dumps(result, indent=1), flush=True)
+    return result
+
+
+def prefill_table(results: list[dict]) -> str:
+    lines = [
+        "| model | prompts x G | prompt tokens: padded width (real min / median / max) | decode steps "
+        "(max new) | generated tokens | shared prefill s (median) | separate prefills s (median) | "
+        "separate / shared | compile s (shared / separate) | tokens equal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        low, mid, high = r["prompt_lengths"]
+        lines.append(
+            f"| {r['model']} | {r['rows']} | {r['prompt_width']} ({low} / {mid} / {high}) | "
+            f"{r['decode_steps']} ({r['new_tokens']}) | {r['generated_tokens']} | "
+            f"{r['median_s']['shared']:.3g} | {r['median_s']['separate']:.3g} | **{r['ratio']:.2f}x** | "
+            f"{r['compile_s']['shared']:.1f} / {r['compile_s']['separate']:.1f} | "
+            f"{100 * r['tokens_equal']:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
+def append_results(text: str) -> None:
+    """Appends `text` to benchmarks/RESULTS.md, under this script's section header."""
+    results = HERE / "RESULTS.md"
+    header = "## LM GRPO step (benchmarks/lm_grpo_step.py)"
+    existing = results.read_text() if results.exists() else ""
+    with results.open("a") as handle:
+        last_section = [line for line in existing.splitlines() if line.startswith("## ")][-1:]
+        if last_section != [header]:
+            handle.write(f"\n{header}\n")
+        handle.write(text)
+    print(f"appended to {results}")
+
+
+def main_prefill(args) -> None:
+    results = [measure_prefill(args, model) for model in args.prefill_models]
+    setting = (
+        f"Sampling only: {args.prompts} prompts x G={args.group} completions, {args.new_tokens} new "
+        f"tokens, temperature 1.0, float32, the same key (same completions) for both; "
+        f"median of {args.prefill_repeats} alternating repeats after one compiling call each"
+    )
+    table = prefill_table(results)
+    print("\n" + setting + "\n\n" + table, flush=True)
+    if args.append_results:
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        append_results(f"\n### {stamp} — shared-prompt prefill, {machine_info()}\n\n{setting}.\n\n{table}\n")
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -394,6 +531,13 @@ def main() -> None:
     parser.add_argument(
         "--append-results", action="store_true", help="append the table to benchmarks/RESULTS.md"
     )
+    parser.add_argument(
+        "--prefill",
+        action="store_true",
+        help="only measure sampling with the shared-prompt prefill vs separate prefills (no GRPO step)",
+    )
+    parser.add_argument("--prefill-models", nargs="+", default=["tiny", "smollm2-135m-instruct"])
+    parser.add_argument("--prefill-repeats", type=int, default=3, help="timed calls of each, alternated")
     parser.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     parser.add_argument("--problems-file", help=argparse.SUPPRESS)
@@ -404,6 +548,9 @@ def main() -> None:
     if args.worker:
         result = worker_ours(args) if args.worker == "ours" else worker_trl(args)
         Path(args.worker_out).write_text(json.dumps(result))
+        return
+    if args.prefill:
+        main_prefill(args)
         return
 
     problems = step_problems(args)
@@ -450,15 +597,7 @@ def main() -> None:
             if base
             else ""
         )
-        results = HERE / "RESULTS.md"
-        header = "## LM GRPO step (benchmarks/lm_grpo_step.py)"
-        existing = results.read_text() if results.exists() else ""
-        with results.open("a") as handle:
-            last_section = [line for line in existing.splitlines() if line.startswith("## ")][-1:]
-            if last_section != [header]:
-                handle.write(f"\n{header}\n")
-            handle.write(text)
-        print(f"appended to {results}")
+        append_results(text)
 
 
 if __name__ == "__main__":

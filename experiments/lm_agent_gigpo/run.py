@@ -6,9 +6,9 @@ because its step-level advantages compare the actions taken from the same anchor
 
 Here, at toy scale: a from-scratch ~0.1M-parameter decoder with a character tokenizer (the
 `tiny` model, shrunk), first taught the answer format on random-walk transcripts (shared by
-every method and seed), then trained with GiGPO (w/ and w/o std), GRPO and RLOO on Maze-v0
-(random 4x4 mazes), Sokoban-v0 (6x6, one box) and FrozenLake 4x4 (fixed map, not slippery);
-and PPO with a value head on the decoder (GAE over turns); equal env-turn budgets; seeds
+every method and seed), then trained with GiGPO (w/ and w/o std), GRPO, RLOO and PPO with a
+value head on the decoder (GAE over turns) on Maze-v0 (random 4x4 mazes), Sokoban-v0 (6x6,
+one box) and FrozenLake 4x4 (fixed map, not slippery); equal env-turn budgets; seeds
 trained in one vmapped program. Writes results.md and success_curves.png next to this file
 (or to --out).
 
