@@ -45,14 +45,16 @@ from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig
 from jaxrl_llm.algorithms.lm_grpo import (
     LOGPROB_CHUNK,
     CompletionBatch,
+    clipped_token_loss,
     grpo_step,
     num_microbatches,
+    plan_token_loss,
     reference_log_probs,
 )
 from jaxrl_llm.algorithms.lm_sft import SFTBatch, sft_step
 from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model
 from jaxrl_llm.config import to_dict
-from jaxrl_llm.losses import gigpo_advantages, group_advantages, policy_gradient_loss
+from jaxrl_llm.losses import gigpo_advantages, group_advantages
 from jaxrl_llm.losses.gae import generalized_advantage_estimation
 from jaxrl_llm.models.llama import hidden_states, positions_from_mask
 from jaxrl_llm.models.logprobs import completion_logprobs_entropy_and_prompt_state
@@ -255,45 +257,30 @@ def ppo_step(
     squared error, both normalised over the global batch (shard- and micro-batch-exact)."""
     del key
     config = run.config
-    completions = batch.completions
-    rows, completion_len = completions.completion_mask.shape
-    prompt_len = completions.tokens.shape[1] - completion_len
-    slices = num_microbatches(config, run.model_config, rows, prompt_len, completion_len)
-    model_config = run.model_config.replace(remat=True) if config.remat else run.model_config
-    norm = loss_norm_constant(
-        config.loss_agg_mode, completions.completion_mask, axis_name, config.max_new_tokens
-    )
-    norm = microbatch_norm_constant(config.loss_agg_mode, norm, slices)
+    plan = plan_token_loss(config, run.model_config, batch.completions, axis_name)
     value_norm = loss_norm_constant("token-mean", batch.row_mask[:, None], axis_name, 1)
-    value_norm = microbatch_norm_constant("token-mean", value_norm, slices)
+    value_norm = microbatch_norm_constant("token-mean", value_norm, plan.num_slices)
 
     def loss_fn(trainable, micro: AgentPPOBatch):
         params = apply_lora(frozen, trainable["policy"]) if config.lora_rank else trainable["policy"]
         c = micro.completions
         log_prob, entropy, state = completion_logprobs_entropy_and_prompt_state(
-            params, model_config, c.tokens, c.mask, prompt_len, chunk_size=LOGPROB_CHUNK
+            params, plan.model_config, c.tokens, c.mask, plan.prompt_len, chunk_size=LOGPROB_CHUNK
         )
-        policy_loss, metrics = policy_gradient_loss(
-            log_prob,
-            c.old_log_prob,
-            c.advantage,
-            c.completion_mask,
-            ref_logp=c.ref_log_prob,
-            entropy=entropy,
-            eps_low=config.eps_low,
-            eps_high=config.eps_high,
-            kl_coef=config.kl_coef,
-            kl_estimator=config.kl_estimator,
-            loss_agg_mode=config.loss_agg_mode,
-            norm_constant=norm,
-        )
+        policy_loss, metrics = clipped_token_loss(config, log_prob, entropy, c, plan.norm)
         error = jnp.where(micro.row_mask, value_of(trainable["value_head"], state) - micro.returns, 0.0)
         value_loss = 0.5 * jnp.sum(error**2) / value_norm
         loss = policy_loss + config.value_coef * value_loss
-        return loss, {**metrics, "value_loss": value_loss * slices, "loss": loss}
+        return loss, {**metrics, "value_loss": value_loss * plan.num_slices, "loss": loss}
 
     return repeated_gradient_steps(
-        train_state, loss_fn, tx, config.update_epochs, axis_name, batch=batch, num_microbatches=slices
+        train_state,
+        loss_fn,
+        tx,
+        config.update_epochs,
+        axis_name,
+        batch=batch,
+        num_microbatches=plan.num_slices,
     )
 
 

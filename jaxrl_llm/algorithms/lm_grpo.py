@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -229,6 +229,48 @@ def reference_log_probs(
     return log_probs.reshape(batch_tokens.shape[0], -1)
 
 
+class TokenLossPlan(NamedTuple):
+    """How a gradient step over a batch of (prompt, completion) rows runs."""
+
+    prompt_len: int
+    num_slices: int  # micro-batches (gradient accumulation)
+    model_config: Any  # with remat when the config asks for it
+    norm: jax.Array  # the token loss's shard- and micro-batch-exact normaliser
+
+
+def plan_token_loss(config, model_config, batch: CompletionBatch, axis_name: str | None) -> TokenLossPlan:
+    """The `TokenLossPlan` of `batch` under an LM RL config (`loss_agg_mode`, `max_new_tokens`,
+    `remat` and the micro-batch fields)."""
+    rows, completion_len = batch.completion_mask.shape
+    prompt_len = batch.tokens.shape[1] - completion_len
+    slices = num_microbatches(config, model_config, rows, prompt_len, completion_len)
+    norm = loss_norm_constant(config.loss_agg_mode, batch.completion_mask, axis_name, config.max_new_tokens)
+    return TokenLossPlan(
+        prompt_len,
+        slices,
+        model_config.replace(remat=True) if config.remat else model_config,
+        microbatch_norm_constant(config.loss_agg_mode, norm, slices),
+    )
+
+
+def clipped_token_loss(config, log_prob, entropy, batch: CompletionBatch, norm):
+    """The GRPO-family clipped token loss with k-estimated KL to the reference, under `config`."""
+    return policy_gradient_loss(
+        log_prob,
+        batch.old_log_prob,
+        batch.advantage,
+        batch.completion_mask,
+        ref_logp=batch.ref_log_prob,
+        entropy=entropy,
+        eps_low=config.eps_low,
+        eps_high=config.eps_high,
+        kl_coef=config.kl_coef,
+        kl_estimator=config.kl_estimator,
+        loss_agg_mode=config.loss_agg_mode,
+        norm_constant=norm,
+    )
+
+
 def grpo_step(
     train_state: TrainState,
     batch: CompletionBatch,
@@ -242,39 +284,29 @@ def grpo_step(
     """`update_epochs` gradient steps of the GRPO-family loss on one batch of completions.
 
     `frozen` is the base model (the reference policy and, with LoRA, the adapted weights): an
-    argument of the compiled step, never a compiled-in constant.
+    argument of the compiled step, never a compiled-in constant. `run` needs only `config`
+    and `model_config` (the LM-agent trainer passes its own).
     """
     del key
-    base_params = frozen
     config = run.config
-    rows, completion_len = batch.completion_mask.shape
-    prompt_len = batch.tokens.shape[1] - completion_len
-    slices = num_microbatches(config, run.model_config, rows, prompt_len, completion_len)
-    model_config = run.model_config.replace(remat=True) if config.remat else run.model_config
-    norm = loss_norm_constant(config.loss_agg_mode, batch.completion_mask, axis_name, config.max_new_tokens)
-    norm = microbatch_norm_constant(config.loss_agg_mode, norm, slices)
+    plan = plan_token_loss(config, run.model_config, batch, axis_name)
 
     def loss_fn(trainable, micro: CompletionBatch):
-        params = apply_lora(base_params, trainable) if config.lora_rank else trainable
-        log_prob, entropy = sequence_log_probs(params, model_config, micro.tokens, micro.mask, prompt_len)
-        loss, metrics = policy_gradient_loss(
-            log_prob,
-            micro.old_log_prob,
-            micro.advantage,
-            micro.completion_mask,
-            ref_logp=micro.ref_log_prob,
-            entropy=entropy,
-            eps_low=config.eps_low,
-            eps_high=config.eps_high,
-            kl_coef=config.kl_coef,
-            kl_estimator=config.kl_estimator,
-            loss_agg_mode=config.loss_agg_mode,
-            norm_constant=norm,
+        params = apply_lora(frozen, trainable) if config.lora_rank else trainable
+        log_prob, entropy = sequence_log_probs(
+            params, plan.model_config, micro.tokens, micro.mask, plan.prompt_len
         )
+        loss, metrics = clipped_token_loss(config, log_prob, entropy, micro, plan.norm)
         return loss, {**metrics, "loss": loss}
 
     return repeated_gradient_steps(
-        train_state, loss_fn, tx, config.update_epochs, axis_name, batch=batch, num_microbatches=slices
+        train_state,
+        loss_fn,
+        tx,
+        config.update_epochs,
+        axis_name,
+        batch=batch,
+        num_microbatches=plan.num_slices,
     )
 
 
