@@ -20,12 +20,13 @@ Prompt window (fixed length, so one compiled shape). Pieces, each tokenized on i
 concatenated (piece boundaries fall after a newline or before the observation, where the
 pre-tokenizer splits anyway):
 
-    head       = chat-template head + "<task> <legend> <actions and answer format>\\n"
+    head       = chat-template head + "<task> <legend>\\n"
     k x past   = "Earlier observation:\\n" <obs> "Action: " <canonical action text> "\\n"
     current    = "Current observation:\\n" <obs>
+    question   = "Choose one action from: <actions>. Reply only with ... like <action>up</action>."
     tail       = chat-template tail (e.g. "<|im_end|>\\n<|im_start|>assistant\\n")
 
-`prompt_style="compact"` drops the instructions from the head and shortens the headers to
+`prompt_style="compact"` drops the instructions and the question and shortens the headers to
 "was:", "did:", "now:" (a from-scratch model learns the format by supervised warm-up, and
 the prompt's length is most of a tiny model's cost); `"auto"` is compact for vocabularies of
 at most 512 tokens.
@@ -36,10 +37,13 @@ decoder's positions count only real tokens (`positions_from_mask`) and attention
 masked slots, so the model sees exactly the compacted text.
 
 Answer format and parsing (`parse_actions`). The action is read from the generated text up
-to (excluding) the stop token, case-insensitively:
+to (excluding) the stop token, case-insensitively, by the first rule that applies:
 - `"<action>W</action>"` anywhere in it (first occurrence wins; the paper's format, which
-  lets a model think first), or
-- the whole answer, stripped of surrounding whitespace, equal to an action word `W`.
+  lets a model think first);
+- the whole answer, stripped of surrounding whitespace, equal to an action word `W`;
+- the answer naming exactly one action word as a whole word ("The action is: down." ->
+  down; "left, then down" names two and is invalid). Small instruction-tuned models
+  (SmolLM2-135M) rarely keep to a format, but often say one action in a sentence.
 Anything else is an invalid action. Parsing runs on bytes: a `[V, Lb]` table of every
 token's UTF-8 bytes (tokens longer than `Lb` keep their first `Lb` bytes) turns the
 generated ids into a byte string on device, so how the model split the answer into tokens
@@ -84,6 +88,7 @@ class AgentText:
     action_header: np.ndarray  # [La]
     newline: np.ndarray  # [1..]
     current_header: np.ndarray  # [Lcur]
+    question: np.ndarray  # [Lq] after the current observation ("full" prompts; empty when compact)
     tail: np.ndarray  # [Lt]
     cell_tokens: np.ndarray  # [num_cells, Lc] int32 ids of each Cell code
     cell_mask: np.ndarray  # [num_cells, Lc] bool
@@ -121,6 +126,7 @@ class AgentText:
             + self.history_length * self.history_slot_length
             + len(self.current_header)
             + self.observation_length
+            + len(self.question)
             + len(self.tail)
         )
 
@@ -196,12 +202,21 @@ def chat_pieces(tokenizer) -> tuple[str, str]:
     return head, tail
 
 
-def instructions(env, action_format: str) -> str:
-    """The preamble: task, legend and how to answer."""
-    spec = describe(env)
-    words = ", ".join(spec.action_words)
-    example = f"<action>{spec.action_words[0]}</action>" if action_format == "tag" else spec.action_words[0]
-    return f"{spec.task} {legend_text(env)}. Actions: {words}. Answer with one action, like: {example}\n"
+def instructions(env) -> str:
+    """The preamble of a full prompt: the task and the legend."""
+    return f"{describe(env).task} {legend_text(env)}.\n"
+
+
+def question(env, action_format: str) -> str:
+    """What a full prompt asks after the current observation: the actions and the answer format
+    (last, next to the answer: SmolLM2-135M follows it there far more often than in the preamble)."""
+    words = describe(env).action_words
+    if action_format == "tag":
+        return (
+            f"Choose one action from: {', '.join(words)}. Reply only with the action inside tags, "
+            f"like <action>{words[-1]}</action>."
+        )
+    return f"Reply with one word: {', '.join(words[:-1])} or {words[-1]}."
 
 
 def build_agent_text(
@@ -244,11 +259,12 @@ def build_agent_text(
         action_format=action_format,
         action_words=words,
         history_length=history_length,
-        head=_encode(tokenizer, chat_head + ("" if compact else instructions(env, action_format))),
+        head=_encode(tokenizer, chat_head + ("" if compact else instructions(env))),
         past_header=_encode(tokenizer, headers["past"]),
         action_header=_encode(tokenizer, headers["action"]),
         newline=_encode(tokenizer, "\n"),
         current_header=_encode(tokenizer, headers["current"]),
+        question=_encode(tokenizer, "" if compact else question(env, action_format)),
         tail=_encode(tokenizer, chat_tail),
         cell_tokens=cell_tokens,
         cell_mask=cell_mask,
@@ -344,7 +360,7 @@ def build_prompt(text: AgentText, history: History, obs_tokens, obs_mask) -> tup
             _piece(text.newline),
         ]
         pieces += [(tokens, mask & filled) for tokens, mask in slot_pieces]
-    pieces += [_piece(text.current_header), (obs_tokens, obs_mask), _piece(text.tail)]
+    pieces += [_piece(text.current_header), (obs_tokens, obs_mask), _piece(text.question), _piece(text.tail)]
     tokens = jnp.concatenate([t for t, _ in pieces])
     mask = jnp.concatenate([m for _, m in pieces])
     return jnp.where(mask, tokens, text.pad_token), mask
@@ -407,13 +423,22 @@ def parse_actions(
     visible = (positions < length) & ~jnp.isin(stream, jnp.asarray(_WHITESPACE))
     start = jnp.argmax(visible)
     end = size - jnp.argmax(visible[::-1])
-    word_hits = _matches(
-        _windows(stream, int(text.word_patterns.shape[1])), text.word_patterns, text.word_lengths
-    )
-    bare = word_hits[:, start] & (end - start == jnp.asarray(text.word_lengths)) & jnp.any(visible)
-    bare_action = jnp.argmax(bare)
-    action = jnp.where(tagged, tag_action, bare_action).astype(jnp.int32)
-    return action, tagged | jnp.any(bare)
+    word_lengths = jnp.asarray(text.word_lengths)
+    word_width = int(text.word_patterns.shape[1])
+    word_hits = _matches(_windows(stream, word_width), text.word_patterns, text.word_lengths)
+    bare = word_hits[:, start] & (end - start == word_lengths) & jnp.any(visible)
+
+    # whole-word mentions: no letter right before or right after the word
+    is_letter = (stream >= 97) & (stream <= 122)
+    letter_before = jnp.concatenate([jnp.zeros(1, bool), is_letter[:-1]])
+    after = positions[None, :] + word_lengths[:, None]
+    letter_after = jnp.take(jnp.pad(is_letter, (0, word_width)), after)
+    mentions = word_hits & ~letter_before[None, :] & ~letter_after & (after <= length)
+    mentioned = jnp.any(mentions, axis=1)
+    single_mention = jnp.sum(mentioned) == 1
+
+    action = jnp.where(tagged, tag_action, jnp.where(jnp.any(bare), jnp.argmax(bare), jnp.argmax(mentioned)))
+    return action.astype(jnp.int32), tagged | jnp.any(bare) | single_mention
 
 
 def canonical_answer(

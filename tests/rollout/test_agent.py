@@ -94,7 +94,10 @@ def host_reference_rows(run: lm_agent.AgentSetup, params, key) -> dict[str, np.n
             answer_ids = np.asarray(out.tokens[0])[np.asarray(out.mask[0])].tolist()
             answer = tokenizer.decode([t for t in answer_ids if t not in run.stop_tokens])
             tagged = pattern.search(answer.lower())
+            mentioned = {w for w in words if re.search(rf"(?<![a-z]){w}(?![a-z])", answer.lower())}
             word = tagged.group(1) if tagged else answer.strip().lower()
+            if word not in words and len(mentioned) == 1:
+                word = mentioned.pop()
             valid = word in words
             action = words.index(word) if valid else 0
             rows["prompt"][b][turn], rows["answer"][b][turn] = ids, answer_ids

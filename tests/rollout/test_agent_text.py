@@ -93,15 +93,10 @@ def test_full_prompt_states_task_legend_actions_and_format(bpe_tokenizer):
     env, env_params = envs.make("Maze-v0", size=4)
     text = agent_text.build_agent_text(env, env_params, bpe_tokenizer)
     head = bpe_tokenizer.decode(text.head.tolist())
+    asked = bpe_tokenizer.decode(text.question.tolist())
     assert text.action_format == "tag"
-    for needle in (
-        "goal G",
-        "legend: #=wall",
-        "Actions: up, right, down, left",
-        "<action>up</action>",
-        "<|im_start|>user",
-    ):
-        assert needle in head
+    assert "<|im_start|>user" in head and "goal G" in head and "legend: #=wall" in head
+    assert "Choose one action from: up, right, down, left" in asked and "<action>left</action>" in asked
 
 
 def _parse_texts(text, tokenizer, answers: list[str], stop: int, width: int = 24):
@@ -129,7 +124,10 @@ def test_actions_parse_from_tags_or_a_bare_word_and_anything_else_is_invalid(whi
         "upp": (0, False),
         "up down": (0, False),
     }
-    cases.update({"": (0, False), "go right": (0, False), "right.": (0, False)})
+    cases.update(
+        {"": (0, False), "go right": (1, True), "The action is: down.": (2, True), "supper": (0, False)}
+    )
+    cases.update({"left then left": (3, True), "uplift": (0, False), "go up, then right": (0, False)})
     if which == "bpe":  # the character tokenizer cannot spell < and >
         cases.update(
             {
@@ -137,7 +135,7 @@ def test_actions_parse_from_tags_or_a_bare_word_and_anything_else_is_invalid(whi
                 "<think>the goal is below</think><action>down</action>": (2, True),
                 "<action>left</action> then <action>up</action>": (3, True),
                 "<action>jump</action>": (0, False),
-                "<action>up": (0, False),
+                "<action>up": (0, True),  # a broken tag that still names one action
             }
         )
     actions, valid = _parse_texts(text, tokenizer, list(cases), stop)
