@@ -174,6 +174,20 @@ def write_results(rows: list[dict], args: Args, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def cached_job(args: Args, task_name: str, method: str, train):
+    """`train()`'s `(metrics, compile_s, run_s)`, kept in `<out>/.jobs/` so that a rerun of the
+    same budget skips the jobs that finished (a stopped experiment resumes job by job)."""
+    slug = "".join(c if c.isalnum() else "_" for c in f"{task_name}__{method}__{args.updates}x{args.seeds}")
+    path = args.out / ".jobs" / f"{slug}.npz"
+    if path.exists():
+        saved = dict(np.load(path))
+        return saved, float(saved.pop("compile_s")), float(saved.pop("run_s"))
+    metrics, compile_s, run_s = train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, compile_s=compile_s, run_s=run_s, **metrics)
+    return metrics, compile_s, run_s
+
+
 def main(args: Args) -> None:
     tasks = {name: TASKS[name] for name in args.tasks} if args.tasks else TASKS
     methods = METHODS
@@ -192,7 +206,9 @@ def main(args: Args) -> None:
         curves[task_name] = {}
         for method, fields in methods.items():
             config = dataclasses.replace(base, **fields)
-            metrics, compile_s, run_s = train_seeds(run, config, args.seeds, watchdog)
+            metrics, compile_s, run_s = cached_job(
+                args, task_name, method, lambda: train_seeds(run, config, args.seeds, watchdog)
+            )
             success = metrics["success_rate"]  # [seeds, updates]
             final = final_success(success, fraction=0.2)
             turns = args.seeds * metrics["episode_turns_mean"].sum(axis=1).mean() * config.num_envs
@@ -206,7 +222,7 @@ def main(args: Args) -> None:
                     "std": float(final.std()),
                     "start": float(success[:, 0].mean()),
                     "turns_per_s": turns / run_s,
-                    **{k: float(np.mean(metrics[k])) for k in STEP_GROUP_METRICS},
+                    **{k: float(np.mean(metrics[k])) if k in metrics else np.nan for k in STEP_GROUP_METRICS},
                 }
             )
             print(
