@@ -52,7 +52,7 @@ from jaxrl_llm.algorithms.lm_grpo import (
     reference_log_probs,
 )
 from jaxrl_llm.algorithms.lm_sft import SFTBatch, sft_step
-from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model
+from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model, train_warm_up
 from jaxrl_llm.config import to_dict
 from jaxrl_llm.losses import gigpo_advantages, group_advantages
 from jaxrl_llm.losses.gae import generalized_advantage_estimation
@@ -63,7 +63,6 @@ from jaxrl_llm.models.tokenizer import stop_token_ids
 from jaxrl_llm.rollout.agent import AgentRows, agent_rollout, episode_metrics, lm_policy, random_walk_policy
 from jaxrl_llm.rollout.agent_text import AgentText, build_agent_text
 from jaxrl_llm.training import Algorithm, TrainState
-from jaxrl_llm.training import run as run_training
 from jaxrl_llm.training.gradient_steps import (
     loss_norm_constant,
     microbatch_norm_constant,
@@ -398,19 +397,12 @@ def warm_up(run: AgentSetup, verbose: bool, out_dir=None, resume: bool = False):
     """The warm-up's final parameters (in memory, or a checkpointed run in `out_dir`)."""
     config = run.config
     algorithm = make_agent_sft(run, config.sft_warmup_steps, config.sft_learning_rate)
-    key = jax.random.PRNGKey(config.seed)
-    if out_dir is None:
-        from jaxrl_llm.training import make_train
-
-        state, _ = jax.jit(make_train(algorithm))(key)
-        return state.train_state.params
-    state = run_training(
+    return train_warm_up(
         algorithm,
         {"algorithm": "agent-sft", **to_dict(config)},
-        out_dir,
-        seed=config.seed,
-        resume=resume and Path(out_dir).exists(),
-        progress=verbose,
+        config.seed,
+        verbose=verbose,
+        out_dir=out_dir,
+        resume=resume,
         title=f"supervised warm-up of {config.model} on {config.env}",
     )
-    return state.train_state.params

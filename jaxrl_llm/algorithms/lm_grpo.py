@@ -31,7 +31,7 @@ from flax import struct
 from jaxrl_llm import data
 from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig, LMTaskConfig, SFTConfig
 from jaxrl_llm.algorithms.lm_sft import make_sft
-from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model, load_problems
+from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model, load_problems, train_warm_up
 from jaxrl_llm.config import to_dict
 from jaxrl_llm.data.problems import encode_prompts
 from jaxrl_llm.losses import group_advantages, policy_gradient_loss
@@ -39,8 +39,7 @@ from jaxrl_llm.models.logprobs import completion_logprobs_and_entropy
 from jaxrl_llm.models.lora import apply_lora, lora_init
 from jaxrl_llm.models.tokenizer import stop_token_ids
 from jaxrl_llm.rollout.sampling import generate
-from jaxrl_llm.training import Algorithm, TrainState, train_on_host
-from jaxrl_llm.training import run as run_training
+from jaxrl_llm.training import Algorithm, TrainState
 from jaxrl_llm.training.optimizers import clipped_adam
 from jaxrl_llm.training.train_state import create as create_train_state
 from jaxrl_llm.training.gradient_steps import (
@@ -127,20 +126,15 @@ def warm_up(config, loaded: LoadedModel, problems, verbose: bool, out_dir=None, 
     """The supervised warm-up's final parameters (see `setup`)."""
     sft_config = warmup_config(config)
     algorithm = make_sft(sft_config, loaded, problems, verbose=verbose)
-    key = jax.random.PRNGKey(config.seed)
-    if out_dir is None:
-        state, _ = train_on_host(algorithm, key, progress=verbose, description="supervised warm-up")
-    else:
-        state = run_training(
-            algorithm,
-            {"algorithm": "sft", **to_dict(sft_config)},
-            out_dir,
-            seed=config.seed,
-            resume=resume and Path(out_dir).exists(),
-            progress=verbose,
-            title=f"supervised warm-up of {config.model}",
-        )
-    return state.train_state.params
+    return train_warm_up(
+        algorithm,
+        {"algorithm": "sft", **to_dict(sft_config)},
+        config.seed,
+        verbose=verbose,
+        out_dir=out_dir,
+        resume=resume,
+        title=f"supervised warm-up of {config.model}",
+    )
 
 
 def effective_params(run: LMGRPO, trainable):

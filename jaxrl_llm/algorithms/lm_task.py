@@ -63,3 +63,33 @@ def load_model(config: LMTaskConfig, verbose: bool = True) -> LoadedModel:
     if tokenizer is None:
         raise ValueError(f"model {config.model!r} came without a tokenizer; pass one explicitly.")
     return LoadedModel(params, model_config, tokenizer)
+
+
+def train_warm_up(
+    algorithm, run_config: dict[str, Any], seed: int, *, verbose: bool, out_dir, resume: bool, title: str
+):
+    """The final parameters of a supervised warm-up `algorithm` (`title` names its plot): in memory when `out_dir` is
+    None (a host loop, or one compiled program for a jittable algorithm), else a checkpointed
+    run in `out_dir` that `resume` restores instead of training again."""
+    from pathlib import Path
+
+    from jaxrl_llm.training import make_train, train_on_host
+    from jaxrl_llm.training import run as run_training
+
+    key = jax.random.PRNGKey(seed)
+    if out_dir is None:
+        if algorithm.host_collect:
+            state, _ = train_on_host(algorithm, key, progress=verbose, description="supervised warm-up")
+        else:
+            state, _ = jax.jit(make_train(algorithm))(key)
+        return state.train_state.params
+    state = run_training(
+        algorithm,
+        run_config,
+        out_dir,
+        seed=seed,
+        resume=resume and Path(out_dir).exists(),
+        progress=verbose,
+        title=title,
+    )
+    return state.train_state.params
