@@ -85,8 +85,7 @@ from jaxrl_llm.algorithms.lm_task import load_model  # noqa: E402
 from jaxrl_llm.envs.render import cell_codes  # noqa: E402
 from jaxrl_llm.models.checkpoints.layout import flatten_to_files  # noqa: E402
 from jaxrl_llm.models.checkpoints.safetensors_hf import config_to_hf  # noqa: E402
-from jaxrl_llm.models.kv_cache import init_cache  # noqa: E402
-from jaxrl_llm.models.llama import forward, hidden_states, positions_from_mask, project_to_vocab  # noqa: E402
+from jaxrl_llm.models.llama import forward, positions_from_mask, prefill, prefix_cache, project_to_vocab  # noqa: E402
 from jaxrl_llm.rollout import agent_text  # noqa: E402
 from jaxrl_llm.rollout.agent import random_walk_policy  # noqa: E402
 from jaxrl_llm.rollout.env_rollout import reset_grouped  # noqa: E402
@@ -371,10 +370,11 @@ def best_of(fn, *args, reps: int = 3) -> float:
 
 
 @partial(jax.jit, static_argnames=("config", "max_new_tokens"))
-def prefill_only(params, tokens, mask, *, config, max_new_tokens):
-    """The prefill `generate` runs: cache init, forward over the window, last-position logits."""
-    cache = init_cache(config, tokens.shape[0], tokens.shape[1] + max_new_tokens)
-    hidden, cache = hidden_states(params, config, tokens, positions_from_mask(mask), cache, mask)
+def prefill_only(params, tokens, mask, prefix, *, config, max_new_tokens):
+    """The prefill `generate` runs: the window after the shared head (whose cache `prefix` the
+    loop computes once per rollout) into a fresh cache, last-position logits."""
+    max_len = prefix.max_len + tokens.shape[1] + max_new_tokens
+    hidden, cache = prefill(params, config, tokens, mask, max_len, prefix)
     last = tokens.shape[1] - 1 - jnp.argmax(mask[:, ::-1], axis=1)
     return project_to_vocab(
         params, config, jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
@@ -439,14 +439,17 @@ class Ours:
             return best_of(fn, reps=reps)
 
         model_pieces = {}
+        head = len(text.head)
+        prefix = jax.jit(prefix_cache, static_argnums=1)(params, mc, text.head)
         for t in (0, 1):
             tokens, mask, copies = turn_prompts(t)
             model_pieces[f"prefill_turn{t}"] = partial(
-                prefill_only, params, tokens, mask, config=mc, max_new_tokens=m
+                prefill_only, params, tokens[:, head:], mask[:, head:], prefix, config=mc, max_new_tokens=m
             )
             model_pieces[f"generate_turn{t}"] = partial(
-                generate, params, mc, tokens, mask, jax.random.PRNGKey(1), m, temperature=self.temperature,
-                stop_tokens=run.stop_tokens, pad_token=text.pad_token, active=rows.active[:, t], prompt_copies=copies,
+                generate, params, mc, tokens[:, head:], mask[:, head:], jax.random.PRNGKey(1), m,
+                temperature=self.temperature, stop_tokens=run.stop_tokens, pad_token=text.pad_token,
+                active=rows.active[:, t], prompt_copies=copies, prefix=prefix,
             )  # fmt: skip
         model_pieces["torch_prefill_turn1"] = partial(torch_forward, *turn_prompts(1)[:2])
         samples = {name: [] for name in model_pieces}

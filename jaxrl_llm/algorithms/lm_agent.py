@@ -141,6 +141,7 @@ def rollout(run: AgentSetup, params, key: jax.Array, *, policy=None, temperature
         top_k=config.top_k,
         stop_tokens=run.stop_tokens,
         pad_token=run.text.pad_token,
+        shared_prefix=run.text.head,
     )
     return agent_rollout(
         key,

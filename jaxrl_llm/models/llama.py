@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_llm.models.attention import grouped_query_attention
-from jaxrl_llm.models.kv_cache import KVCache, write_to_cache
+from jaxrl_llm.models.kv_cache import KVCache, init_cache, write_to_cache
 from jaxrl_llm.models.llama_config import LlamaConfig
 from jaxrl_llm.models.rope import apply_rope, inverse_frequencies, rope_angles
 
@@ -175,16 +175,21 @@ class LlamaForCausalLM(nn.Module):
 
     def hidden_states(self, tokens, positions, cache: KVCache | None = None, mask=None):
         """Final-normed hidden states [B, T, D] (before the vocabulary projection) and the cache."""
-        c = self.config
         mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
-        cos, sin = rope_tables(c, positions)
-        hidden = self.embed_tokens(tokens)
-        cache_kv = None if cache is None else (cache.keys, cache.values)
-        slot_mask = None if cache is None else cache.slot_mask
-        hidden, (new_keys, new_values) = self.layers(hidden, cache_kv, (cos, sin, mask, slot_mask))
+        hidden, new_keys, new_values = self.new_keys_and_values(tokens, positions, cache, mask)
         if cache is not None:
             cache = write_to_cache(cache, new_keys, new_values, mask)
-        return self.final_norm(hidden), cache
+        return hidden, cache
+
+    def new_keys_and_values(self, tokens, positions, context: KVCache | None, mask):
+        """Final-normed hidden states [B, T, D] of new tokens attending to the real slots of
+        `context` (or to nothing before them), and their keys/values [layers, B, T, kv_heads, head_dim]."""
+        cos, sin = rope_tables(self.config, positions)
+        hidden = self.embed_tokens(tokens)
+        context_kv = None if context is None else (context.keys, context.values)
+        slot_mask = None if context is None else context.slot_mask
+        hidden, (new_keys, new_values) = self.layers(hidden, context_kv, (cos, sin, mask, slot_mask))
+        return self.final_norm(hidden), new_keys, new_values
 
     def project_to_vocab(self, hidden):
         """Logits [..., V] in float32 from final hidden states [..., D]."""
@@ -209,6 +214,48 @@ def hidden_states(params, config: LlamaConfig, tokens, positions, cache: KVCache
     """(final hidden states [B, T, D], cache) without the vocabulary projection."""
     model = LlamaForCausalLM(config)
     return model.apply({"params": params}, tokens, positions, cache, mask, method=model.hidden_states)
+
+
+def prefill(params, config: LlamaConfig, tokens, mask, max_len: int, prefix: KVCache | None = None):
+    """Prompts [B, P] (mask: real tokens) into a fresh cache of `max_len` slots:
+    `(final hidden states [B, P, D], cache)`.
+
+    Unlike `hidden_states` with an empty cache, the prompt attends only to itself (and to
+    `prefix`), not to `max_len` empty slots. `prefix` is the cache of a shared start of every
+    prompt (`prefix_cache`, batch 1): the prompts continue it (positions count on from its
+    real tokens) and the returned cache holds its slots first, then the prompts', then
+    `max_len - prefix slots - P` empty slots for decoding.
+    """
+    batch = tokens.shape[0]
+    mask = mask.astype(bool)
+    start, context = 0, None
+    if prefix is not None:
+        start = prefix.slot_mask.sum(axis=1)[:, None]
+        context = KVCache(
+            keys=jnp.broadcast_to(prefix.keys, prefix.keys.shape[:1] + (batch,) + prefix.keys.shape[2:]),
+            values=jnp.broadcast_to(prefix.values, prefix.values.shape[:1] + (batch,) + prefix.values.shape[2:]),
+            slot_mask=jnp.broadcast_to(prefix.slot_mask, (batch, prefix.slot_mask.shape[1])),
+            length=prefix.length,
+        )
+    model = LlamaForCausalLM(config)
+    hidden, new_keys, new_values = model.apply(
+        {"params": params},
+        tokens,
+        positions_from_mask(mask, start),
+        context,
+        mask,
+        method=model.new_keys_and_values,
+    )
+    cache = init_cache(config, batch, max_len, new_keys.dtype)
+    if context is not None:
+        cache = write_to_cache(cache, context.keys, context.values, context.slot_mask)
+    return hidden, write_to_cache(cache, new_keys, new_values, mask)
+
+
+def prefix_cache(params, config: LlamaConfig, prefix_tokens) -> KVCache:
+    """The cache (batch 1, all slots real) of a token sequence [H] that starts every prompt."""
+    tokens = jnp.asarray(prefix_tokens, jnp.int32)[None]
+    return prefill(params, config, tokens, jnp.ones(tokens.shape, bool), tokens.shape[1])[1]
 
 
 def embed(params, config: LlamaConfig, tokens):

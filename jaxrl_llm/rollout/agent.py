@@ -11,6 +11,7 @@ and GRPO's groups). Each turn, for every environment at once and without leaving
    returns a `GenerationOutput` `[B, M]`. With `lm_policy` this is the KV-cache sampler. On
    the first turn the members of a group have the same prompt, so only one prompt per group
    is passed (`copies = group_size`) and the sampler prefills it once and shares its cache;
+   the prompts' common head (chat template, task, legend) is prefilled once per rollout;
 3. the answer is parsed into an action (`agent_text.parse_actions`). A valid action steps the
    environment (`step_env`, no auto-reset); an invalid one leaves it where it is, with reward
    0, and flags the row (GiGPO's invalid-action penalty is applied by the loss);
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 
 from jaxrl_llm.envs.registry import has_success
 from jaxrl_llm.envs.render import cell_codes
+from jaxrl_llm.models.llama import prefix_cache
 from jaxrl_llm.rollout import agent_text
 from jaxrl_llm.rollout.agent_text import AgentText, History
 from jaxrl_llm.rollout.env_rollout import group_ids, reset_grouped
@@ -76,15 +78,23 @@ def lm_policy(
     top_k: int = 0,
     stop_tokens=(),
     pad_token: int = 0,
+    shared_prefix=None,
 ) -> Policy:
-    """The KV-cache sampler as an agent policy."""
+    """The KV-cache sampler as an agent policy.
+
+    `shared_prefix`: token ids [H] that start every prompt (`AgentText.head`: chat head, task
+    and legend). They are prefilled once when the policy is made (once per rollout) and every
+    turn prefills only the rest of the window (`generate`'s `prefix`); the samples are the same.
+    """
+    skip = 0 if shared_prefix is None else len(shared_prefix)
+    prefix = None if shared_prefix is None else prefix_cache(params, model_config, shared_prefix)
 
     def policy(tokens, mask, active, key, copies):
         return generate(
             params,
             model_config,
-            tokens,
-            mask,
+            tokens[:, skip:],
+            mask[:, skip:],
             key,
             max_new_tokens,
             temperature=temperature,
@@ -94,6 +104,7 @@ def lm_policy(
             pad_token=pad_token,
             prompt_copies=copies,
             active=active,
+            prefix=prefix,
         )
 
     return policy

@@ -14,6 +14,13 @@ logits and next position are then repeated to its G rows, which sample independe
 row draws its own uniform per step, as with G separate copies of the prompt). This saves
 (G - 1) / G of the prefill; the decode loop is unchanged.
 
+Shared prefix (`prefix`, e.g. an agent's chat head and instructions, the same in every prompt
+of every turn): its KV cache (`llama.prefix_cache`, computed once per set of weights) is put
+in front of every row's cache, and the prompts, passed without it, continue it.
+
+The prefill attends only to the prompts' (and the prefix's) slots, not to the empty slots the
+decode loop fills later.
+
 Inactive rows (`active[b]` False, per output row): they start finished, so they emit nothing
 (`pad_token`, log-prob 0, mask False), do not affect the other rows, and do not keep the
 loop running; a batch with no active row returns at once.
@@ -38,9 +45,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxrl_llm.models.kv_cache import init_cache
+from jaxrl_llm.models.kv_cache import KVCache
 from jaxrl_llm.models.layerwise_decode import decode_forward, split_cache, split_layers
-from jaxrl_llm.models.llama import hidden_states, positions_from_mask, project_to_vocab
+from jaxrl_llm.models.llama import prefill, project_to_vocab
 from jaxrl_llm.models.llama_config import LlamaConfig
 
 
@@ -128,6 +135,7 @@ def _generate(
     stop_tokens,
     pad_token,
     active,
+    prefix,
     *,
     config: LlamaConfig,
     max_new_tokens: int,
@@ -136,10 +144,10 @@ def _generate(
 ) -> GenerationOutput:
     unique, prompt_len = prompt_tokens.shape
     batch = unique * prompt_copies
-    # prefill the unique prompts once ...
-    cache = init_cache(config, unique, prompt_len + max_new_tokens)
-    hidden, cache = hidden_states(
-        params, config, prompt_tokens, positions_from_mask(prompt_mask), cache, prompt_mask
+    # prefill the unique prompts once (after the shared prefix, if any) ...
+    prefix_len = 0 if prefix is None else prefix.max_len
+    hidden, cache = prefill(
+        params, config, prompt_tokens, prompt_mask, prefix_len + prompt_len + max_new_tokens, prefix
     )
     last_hidden = jnp.take_along_axis(hidden, _last_real_index(prompt_mask)[:, None, None], axis=1)[:, 0]
     # split once, before the loop: each decode step then reads per-layer buffers (no slicing copies)
@@ -153,7 +161,8 @@ def _generate(
         slot_mask=copies(cache.slot_mask),
     )
     first_logits = copies(project_to_vocab(params, config, last_hidden))
-    first_position = copies(prompt_mask.sum(axis=1).astype(jnp.int32))
+    prefix_tokens = 0 if prefix is None else prefix.slot_mask[0].sum().astype(jnp.int32)
+    first_position = copies(prompt_mask.sum(axis=1).astype(jnp.int32)) + prefix_tokens
 
     def not_finished(state: _DecodeState):
         return (state.step < max_new_tokens) & ~jnp.all(state.done)
@@ -217,6 +226,7 @@ def generate(
     *,
     active: jax.Array | None = None,
     prompt_copies: int = 1,
+    prefix: KVCache | None = None,
 ) -> GenerationOutput:
     """Samples `max_new_tokens` continuations of prompts [U, P] (see the module docstring):
     `prompt_copies` = G of each, B = U * G output rows, group-major.
@@ -225,6 +235,8 @@ def generate(
     or [U] lengths of right-padded prompts (tokens in `prompt_tokens[u, :length]`).
     `active` [B] bool (default all True) marks the output rows to generate; the others come back
     empty (`pad_token`, log-prob 0, mask False). `top_k` = 0 and `top_p` = 1 disable those filters.
+    `prefix` (`llama.prefix_cache` of tokens every prompt starts with, left out of
+    `prompt_tokens`) is prefilled once for all rows and calls instead of once per row.
     """
     prompt_tokens = jnp.asarray(prompt_tokens, jnp.int32)
     chex.assert_rank(prompt_tokens, 2)
@@ -253,6 +265,7 @@ def generate(
         jnp.asarray(stop_tokens, jnp.int32).reshape(-1),
         jnp.asarray(pad_token, jnp.int32),
         active,
+        prefix,
         config=config,
         max_new_tokens=int(max_new_tokens),
         top_k=int(top_k),

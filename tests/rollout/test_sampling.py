@@ -219,6 +219,30 @@ def test_shared_prefill_equals_separate_prefills(params):
     np.testing.assert_allclose(shared.logprobs, np.where(shared.mask, expected, 0.0), atol=1e-4)
 
 
+HEAD = [21, 22, 23, 24, 25, 26]
+
+
+def test_a_shared_prefix_prefilled_once_equals_prefilling_it_in_every_prompt(params):
+    """`prefix=prefix_cache(head)` with prompts [U, P] == the prompts `head + prompt` [U, H + P]
+    (here with padding holes between head and prompt: positions count real tokens only), also
+    with `prompt_copies` and inactive rows; log-probs agree to float rounding."""
+    tokens, mask = _left_padded(PROMPTS, WIDTH)
+    head = jnp.broadcast_to(jnp.asarray(HEAD), (len(PROMPTS), len(HEAD)))
+    whole = jnp.concatenate([head, tokens], axis=1), jnp.concatenate([jnp.ones(head.shape, bool), mask], axis=1)
+    prefix = jax.jit(llama.prefix_cache, static_argnums=1)(params, CONFIG, jnp.asarray(HEAD))
+    chex.assert_shape(prefix.keys, (CONFIG.num_layers, 1, len(HEAD), CONFIG.num_kv_heads, CONFIG.head_dim))
+    for temperature in (0.0, 1.0):
+        for kwargs in ({}, {"prompt_copies": COPIES, "active": ACTIVE}):
+            shared = _run(params, tokens, mask, temperature, prefix=prefix, **kwargs)
+            inline = _run(params, *whole, temperature, **kwargs)
+            np.testing.assert_array_equal(shared.tokens, inline.tokens)
+            np.testing.assert_array_equal(shared.mask, inline.mask)
+            np.testing.assert_allclose(shared.logprobs, inline.logprobs, rtol=0, atol=1e-5)
+    # and the prefix matters: without it the continuations differ
+    with_prefix = _run(params, tokens, mask, 0.0, prefix=prefix)
+    assert not np.array_equal(_run(params, tokens, mask, 0.0).tokens, with_prefix.tokens)
+
+
 def test_prompt_copies_and_active_are_checked(params):
     tokens, mask = _left_padded(PROMPTS, WIDTH)
     with pytest.raises(ValueError, match="prompt_copies=0"):
