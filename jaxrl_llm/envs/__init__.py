@@ -27,6 +27,7 @@ it from returns (CliffWalking's returns are always negative):
 from jaxrl_llm.envs.cliff_walking import CliffWalking
 from jaxrl_llm.envs.frozen_lake import FrozenLake
 from jaxrl_llm.envs.frozen_lake_random import FrozenLakeRandom
+from jaxrl_llm.envs.hetnet import HetNet
 from jaxrl_llm.envs.maze import Maze, shortest_path_distance
 from jaxrl_llm.envs.minibehavior import MiniBehaviorPickPlace
 from jaxrl_llm.envs.registry import has_success, make, make_configured, register, registered_envs
@@ -41,21 +42,27 @@ ENV_FACTORIES = {
     "FrozenLakeRandom-v0": FrozenLakeRandom,
     "Sokoban-v0": Sokoban,
 }
+# Continuous-action (Box) environments; ENV_FACTORIES holds only discrete-action ones.
+CONTINUOUS_ENV_FACTORIES = {
+    "HetNet-v0": HetNet,
+}
 # gymnax built-ins that `make` replaces by our subclass (gymnax keeps its own under the id).
 BUILTIN_REPLACEMENTS = {
     "FrozenLake-misc": FrozenLake,  # adds info["success"]
 }
-for _env_id, _factory in {**ENV_FACTORIES, **BUILTIN_REPLACEMENTS}.items():
+for _env_id, _factory in {**ENV_FACTORIES, **CONTINUOUS_ENV_FACTORIES, **BUILTIN_REPLACEMENTS}.items():
     register(_env_id, _factory)
 
 __all__ = [
     "BUILTIN_REPLACEMENTS",
+    "CONTINUOUS_ENV_FACTORIES",
     "ENV_FACTORIES",
     "PALETTE",
     "Cell",
     "CliffWalking",
     "FrozenLake",
     "FrozenLakeRandom",
+    "HetNet",
     "Maze",
     "MiniBehaviorPickPlace",
     "Sokoban",
