@@ -5,6 +5,7 @@ jaxrl-llm ppo --out runs/ppo-cartpole --resume
 jaxrl-llm gigpo --env Maze-v0 --out runs/gigpo-maze
 jaxrl-llm lm-agent --algorithm gigpo --model tiny --sft-warmup-steps 200 --out runs/lm-agent
 jaxrl-llm ppo --cpu-devices 8 --parallel shard_map --num-envs 8 --out runs/ppo-8
+jaxrl-llm sac --env Pendulum-v1 --critic reacritic --reacritic-steps 8 --reacritic-depth 1
 
 Only the configs are imported up front (they import no JAX), so `--help` and flag
 errors answer at once; JAX, the algorithms and transformers load when a command runs.
@@ -21,6 +22,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from jaxrl_llm.algorithms.configs.ddpg import DDPGConfig
 from jaxrl_llm.algorithms.configs.dqn import DQNConfig
 from jaxrl_llm.algorithms.configs.group_rl import GroupRLConfig
 from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig
@@ -41,6 +43,7 @@ DISPLAY_NAMES = {
     "dqn": "DQN",
     "sac": "SAC",
     "td3": "TD3",
+    "ddpg": "DDPG",
 }
 EXIT_INTERRUPTED = 130  # the shell's code for a Ctrl-C
 
@@ -61,7 +64,7 @@ class RunOptions:
     --allow-changes learning_rate (each change is recorded in config.json's history)."""
     checkpoint_every: int = 25
     """Save a checkpoint at least every this many updates (of at least 4096 frames: updates of
-    one env step, SAC's and TD3's, are grouped)..."""
+    one env step, SAC's, TD3's and DDPG's, are grouped)..."""
     checkpoint_seconds: float = 120.0
     """...whenever this many seconds have passed since the last one..."""
     checkpoint_overhead: float = 0.2
@@ -248,6 +251,14 @@ def td3(config: Annotated[TD3Config, Flat], run: Annotated[RunOptions, Flat]) ->
     _train("td3", lambda _: td3_lib.make_td3(config), config, run)
 
 
+def ddpg(config: Annotated[DDPGConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
+    """Train DDPG (TD3's code with one critic, no target smoothing, no policy delay) on a
+    gymnax environment with continuous actions."""
+    from jaxrl_llm.algorithms import ddpg as ddpg_lib
+
+    _train("ddpg", lambda _: ddpg_lib.make_ddpg(config), config, run)
+
+
 COMMANDS = {
     "ppo": ppo,
     "grpo": _group_command("grpo"),
@@ -258,6 +269,7 @@ COMMANDS = {
     "dqn": dqn,
     "sac": sac,
     "td3": td3,
+    "ddpg": ddpg,
 }
 
 

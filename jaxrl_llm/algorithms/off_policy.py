@@ -1,7 +1,8 @@
-"""What the off-policy learners (DQN, SAC, TD3) share: target-network averaging, action
-boxes, per-row noise that does not depend on the device count, batch layouts, and the
-`collect` of SAC and TD3 (N environments -> replay buffer -> `[batch_size,
-gradient_steps]` samples, periodic greedy evaluation)."""
+"""What the off-policy learners (DQN, SAC, TD3, DDPG) share: target-network averaging,
+action boxes, per-row noise and critic keys that do not depend on the device count, the
+critic chosen by `config.critic`, batch layouts, and the `collect` of SAC and TD3 (N
+environments -> replay buffer -> `[batch_size, gradient_steps]` samples, periodic greedy
+evaluation)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxrl_llm.models.continuous import DiscreteQEnsemble, QEnsemble
+from jaxrl_llm.models.reacritic import DiscreteReaCriticEnsemble, ReaCriticEnsemble
 from jaxrl_llm.rollout import (
     RecentReturns,
     RolloutState,
@@ -69,6 +72,38 @@ def row_normal(key: jax.Array, shape: tuple[int, ...], axis_name: str | None) ->
     """Standard normal noise `[B, ...]` drawn per global row (see `row_keys`)."""
     keys = row_keys(key, shape[0], axis_name)
     return jax.vmap(lambda k: jax.random.normal(k, shape[1:]))(keys)
+
+
+def critic_keys(key: jax.Array, num_rows: int, axis_name: str | None, num_passes: int) -> list[jax.Array]:
+    """Per-row critic keys `[B]` for each of `num_passes` critic calls (target, online,
+    actor...): `row_keys` of the `num_passes` keys split from `key` (see the critic
+    contract in `algorithms.sac`)."""
+    return [row_keys(k, num_rows, axis_name) for k in jax.random.split(key, num_passes)]
+
+
+def reacritic_kwargs(config) -> dict[str, int]:
+    """The ReaCritic settings of a config with the `configs.critic` fields."""
+    return {
+        "width": config.reacritic_width,
+        "num_steps": config.reacritic_steps,
+        "depth": config.reacritic_depth,
+    }
+
+
+def make_q_critic(config, num_actions: int | None = None):
+    """The `config.num_critics` Q-critics of `config.critic`: 'mlp' (`QEnsemble`, or
+    `DiscreteQEnsemble` when `num_actions` is given) or 'reacritic' (`ReaCriticEnsemble` /
+    `DiscreteReaCriticEnsemble`)."""
+    num_critics = config.num_critics
+    if config.critic == "reacritic":
+        settings = {"num_critics": num_critics, **reacritic_kwargs(config)}
+        if num_actions is None:
+            return ReaCriticEnsemble(**settings)
+        return DiscreteReaCriticEnsemble(num_actions=num_actions, **settings)
+    hidden, activation = tuple(config.hidden_sizes), config.activation
+    if num_actions is None:
+        return QEnsemble(num_critics, hidden, activation)
+    return DiscreteQEnsemble(num_actions, num_critics, hidden, activation)
 
 
 def rows_first(batch: Any, batch_size: int, gradient_steps: int) -> Any:

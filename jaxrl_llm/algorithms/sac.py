@@ -13,6 +13,28 @@ Polyak averaging, exploration and greedy evaluation) lives here too.
 
 Actions are kept in the unit box `[-1, 1]^A` everywhere (buffer, networks, losses) and
 mapped to the environment's box only when stepping it (`scale_action`).
+
+The critic contract (SAC, TD3, DDPG; PPO's value head follows the same rule): every
+critic call takes PRNG keys, one per batch row,
+
+    critic.init(key, obs, action, keys) / critic.apply(params, obs[B], action[B, A], keys[B]) -> q[K, B]
+    critic.init(key, obs, keys)         / critic.apply(params, obs[B], keys[B])              -> q[K, B, A]
+
+(the second for discrete actions). Deterministic critics (the MLPs `QEnsemble`,
+`DiscreteQEnsemble`) ignore `keys`; stochastic ones draw their noise and dropout from
+them, e.g. ReaCritic (`models.reacritic`, `config.critic='reacritic'`), whose Gaussian
+input noise is on in every pass, the target and the actor's Q evaluation included.
+Critics used to be `apply(params, obs, action)` with no randomness, which left a Flax
+critic with dropout or noise no way to get a key inside a jitted step. Each gradient
+step splits one critic key off its step key and from it a key per pass (target, online,
+actor: `off_policy.critic_keys`), so every pass draws fresh noise, and the same seed gives
+the same numbers. A row's key is `fold_in(pass_key, global_row_index)` (`row_keys`), so a
+row's noise does not depend on how the batch is split over devices and the data-parallel
+modes still equal the single-device one. Keys rather than Flax `rngs=` because the keys
+are per row; a deterministic critic costs nothing (the unused keys are dead code to XLA),
+and SAC's other random draws are unchanged (the critic key is the third of
+`split(step_key, 3)`, whose first two are `split(step_key)`'s), so MLP runs give the same
+numbers as before.
 """
 
 from __future__ import annotations
@@ -30,25 +52,21 @@ from flax import struct
 
 from jaxrl_llm import envs
 from jaxrl_llm.algorithms.configs.sac import SACConfig, cartpole_config
-from jaxrl_llm.models.continuous import (
-    DiscreteQEnsemble,
-    LogitsActor,
-    QEnsemble,
-    TanhGaussian,
-    TanhGaussianActor,
-)
 from jaxrl_llm.algorithms.off_policy import (
     OffPolicyCollectState,
     action_box,
     adam_step,
+    critic_keys,
     learning_due,
     make_off_policy_collect,
+    make_q_critic,
     max_episode_steps,
     polyak_update,
     row_normal,
     scale_action,
     steps_first,
 )
+from jaxrl_llm.models.continuous import LogitsActor, TanhGaussian, TanhGaussianActor
 from jaxrl_llm.rollout.evaluate import evaluate_policy
 from jaxrl_llm.training import Algorithm, reduce_mean
 from jaxrl_llm.training import make_train as make_train_from_algorithm
@@ -59,10 +77,10 @@ __all__ = [
     "SACConfig",
     "SACTrainState",
     "cartpole_config",
-    "evaluate",
     "critic_loss",
-    "discrete_soft_q_target",
     "discrete_sac_actor_loss",
+    "discrete_soft_q_target",
+    "evaluate",
     "make_sac",
     "make_train",
     "polyak_update",
@@ -196,14 +214,14 @@ def is_discrete(config: SACConfig, env, env_params) -> bool:
 
 
 def default_networks(config: SACConfig, env, env_params):
-    """The MLP actor and twin critics of `config` for `env`'s action space."""
+    """The MLP actor and the `config.critic` critics of `config` for `env`'s action space."""
     space = env.action_space(env_params)
     hidden, act = tuple(config.hidden_sizes), config.activation
     if hasattr(space, "n"):
         n = int(space.n)
-        return LogitsActor(n, hidden, act), DiscreteQEnsemble(n, config.num_critics, hidden, act)
+        return LogitsActor(n, hidden, act), make_q_critic(config, n)
     dim = int(np.prod(space.shape or (1,)))
-    return TanhGaussianActor(dim, hidden, act), QEnsemble(config.num_critics, hidden, act)
+    return TanhGaussianActor(dim, hidden, act), make_q_critic(config)
 
 
 def target_entropy(config: SACConfig, env, env_params) -> float:
@@ -277,9 +295,11 @@ def make_sac(config: SACConfig, actor: Any = None, critic: Any = None) -> Algori
     `actor` and `critic` are any `init`/`apply` pairs (Flax modules qualify):
     continuous actions: `actor.apply(params, obs[B, ...])` returns an object with
     pre-squash `mean` and `log_std` `[B, A]` (a `TanhGaussian`) and
-    `critic.apply(params, obs, action[B, A]) -> q[K, B]`; discrete actions:
-    `actor.apply(params, obs) -> logits[B, A]` and `critic.apply(params, obs) -> q[K, B, A]`.
-    Defaults: `TanhGaussianActor`/`LogitsActor` and `QEnsemble`/`DiscreteQEnsemble` MLPs.
+    `critic.apply(params, obs, action[B, A], keys[B]) -> q[K, B]`; discrete actions:
+    `actor.apply(params, obs) -> logits[B, A]` and
+    `critic.apply(params, obs, keys[B]) -> q[K, B, A]` (`keys`: see the critic contract in
+    the module docstring). Defaults: `TanhGaussianActor`/`LogitsActor` MLPs and the critics
+    of `config.critic` (`QEnsemble`/`DiscreteQEnsemble` MLPs or ReaCritic ensembles).
 
     Metrics per update: `loss` (critic + actor + temperature losses), `critic_loss`,
     `actor_loss`, `alpha_loss`, `alpha`, `entropy` (-mean log pi of the batch), `q_mean`
@@ -312,8 +332,11 @@ def make_sac(config: SACConfig, actor: Any = None, critic: Any = None) -> Algori
         actor_key, critic_key, env_key = jax.random.split(key, 3)
         obs = example_obs[None]
         actor_params = actor.init(actor_key, obs)
+        keys = jax.random.split(critic_key, 1)  # the critic's row keys (only shapes matter here)
         critic_params = (
-            critic.init(critic_key, obs) if discrete else critic.init(critic_key, obs, example_action[None])
+            critic.init(critic_key, obs, keys)
+            if discrete
+            else critic.init(critic_key, obs, example_action[None], keys)
         )
         params = {
             "actor": actor_params,
@@ -369,21 +392,22 @@ def sac_gradient_step(
 ) -> tuple[SACTrainState, dict[str, jax.Array]]:
     """One SAC step on a `[B, ...]` batch: critics, then the actor against the updated
     critics, then the temperature, then (every `target_update_interval` steps) the
-    target critics. alpha is the value before this step's temperature update (SB3)."""
+    target critics. alpha is the value before this step's temperature update (SB3).
+    The target, online and actor passes of the critics each get fresh row keys."""
     params = state.params
     alpha = jnp.exp(params["log_alpha"])
     discount = config.gamma * (1.0 - batch.terminated.astype(jnp.float32))
     reward = batch.reward.astype(jnp.float32)
-    next_key, pi_key = jax.random.split(key)
+    next_key, pi_key, critic_key = jax.random.split(key, 3)
+    target_keys, q_keys, pi_q_keys = critic_keys(critic_key, batch.reward.shape[0], axis_name, 3)
 
     if discrete:
         next_log_probs = jax.nn.log_softmax(actor.apply(params["actor"], batch.next_obs))
-        target = discrete_soft_q_target(
-            reward, discount, critic.apply(state.target_critic, batch.next_obs), next_log_probs, alpha
-        )
+        next_q = critic.apply(state.target_critic, batch.next_obs, target_keys)
+        target = discrete_soft_q_target(reward, discount, next_q, next_log_probs, alpha)
 
         def q_of_batch(critic_params):
-            q = critic.apply(critic_params, batch.obs)  # [K, B, A]
+            q = critic.apply(critic_params, batch.obs, q_keys)  # [K, B, A]
             return jnp.take_along_axis(q, batch.action.astype(jnp.int32)[None, :, None], -1)[..., 0]
 
     else:
@@ -393,13 +417,13 @@ def sac_gradient_step(
         target = soft_q_target(
             reward,
             discount,
-            critic.apply(state.target_critic, batch.next_obs, next_action),
+            critic.apply(state.target_critic, batch.next_obs, next_action, target_keys),
             next_log_prob,
             alpha,
         )
 
         def q_of_batch(critic_params):
-            return critic.apply(critic_params, batch.obs, batch.action)
+            return critic.apply(critic_params, batch.obs, batch.action, q_keys)
 
     def critic_objective(critic_params):
         q = q_of_batch(critic_params)
@@ -413,12 +437,14 @@ def sac_gradient_step(
     def actor_objective(actor_params):
         if discrete:
             log_probs = jax.nn.log_softmax(actor.apply(actor_params, batch.obs))
-            loss = discrete_sac_actor_loss(critic.apply(critic_params, batch.obs), log_probs, alpha)
+            q = critic.apply(critic_params, batch.obs, pi_q_keys)
+            loss = discrete_sac_actor_loss(q, log_probs, alpha)
             log_prob = (jnp.exp(log_probs) * log_probs).sum(-1)  # -H(pi(.|s))
         else:
             dist = actor.apply(actor_params, batch.obs)
             action, log_prob = _squash(dist, row_normal(pi_key, dist.mean.shape, axis_name))
-            loss = sac_actor_loss(critic.apply(critic_params, batch.obs, action), log_prob, alpha)
+            q_pi = critic.apply(critic_params, batch.obs, action, pi_q_keys)
+            loss = sac_actor_loss(q_pi, log_prob, alpha)
         return loss, log_prob
 
     (a_loss, log_prob), grads = jax.value_and_grad(actor_objective, has_aux=True)(params["actor"])

@@ -8,6 +8,12 @@ random actions before `learning_starts` frames), stores the transitions and samp
 `policy_delay`-th critic step, one actor step and a Polyak update of both targets.
 Actions live in the unit box `[-1, 1]^A` (noise scales too) and are mapped to the
 environment's box when stepping it.
+
+The critics follow the critic contract of `algorithms.sac`: every call gets per-row PRNG
+keys (fresh for the target, online and actor passes), which MLP critics ignore and
+ReaCritic (`config.critic='reacritic'`) draws its noise and dropout from. DDPG
+(`algorithms.ddpg`) is this code run on a `DDPGConfig`: one critic, `policy_delay` 1, no
+target smoothing.
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ import numpy as np
 from flax import struct
 
 from jaxrl_llm import envs
+from jaxrl_llm.algorithms.configs.ddpg import DDPGConfig
 from jaxrl_llm.algorithms.configs.td3 import TD3Config
 from jaxrl_llm.algorithms.off_policy import (
     OffPolicyCollectState,
     action_box,
     adam_step,
+    critic_keys,
     learning_due,
     make_off_policy_collect,
+    make_q_critic,
     max_episode_steps,
     polyak_update,
     row_normal,
@@ -36,7 +45,7 @@ from jaxrl_llm.algorithms.off_policy import (
     steps_first,
 )
 from jaxrl_llm.algorithms.sac import critic_loss
-from jaxrl_llm.models.continuous import DeterministicActor, QEnsemble
+from jaxrl_llm.models.continuous import DeterministicActor
 from jaxrl_llm.rollout.evaluate import evaluate_policy
 from jaxrl_llm.training import Algorithm, reduce_mean
 from jaxrl_llm.training import make_train as make_train_from_algorithm
@@ -116,24 +125,29 @@ def td3_gradient_step(
     actor,
     critic,
     txs,
-    config: TD3Config,
+    config: TD3Config | DDPGConfig,
 ) -> tuple[TD3TrainState, dict[str, jax.Array]]:
     """One critic step on a `[B, ...]` batch; on every `policy_delay`-th step (counting
     from 1, as SB3) also an actor step against the updated critics and a Polyak update
-    of the target actor and critics."""
+    of the target actor and critics. With `policy_noise == 0` (DDPG) the target action is
+    `mu'(s')` itself. The target, online and actor passes of the critics each get fresh
+    row keys."""
     params, targets = state.params, state.target_params
+    smoothing_key, critic_key = jax.random.split(key)
+    target_keys, q_keys, pi_q_keys = critic_keys(critic_key, batch.reward.shape[0], axis_name, 3)
     discount = config.gamma * (1.0 - batch.terminated.astype(jnp.float32))
     next_action = actor.apply(targets["actor"], batch.next_obs)
-    noise = row_normal(key, next_action.shape, axis_name)
-    next_action = smoothed_target_action(next_action, noise, config.policy_noise, config.noise_clip)
+    if config.policy_noise > 0:
+        noise = row_normal(smoothing_key, next_action.shape, axis_name)
+        next_action = smoothed_target_action(next_action, noise, config.policy_noise, config.noise_clip)
     target = td3_target(
         batch.reward.astype(jnp.float32),
         discount,
-        critic.apply(targets["critic"], batch.next_obs, next_action),
+        critic.apply(targets["critic"], batch.next_obs, next_action, target_keys),
     )
 
     def critic_objective(critic_params):
-        q = critic.apply(critic_params, batch.obs, batch.action)
+        q = critic.apply(critic_params, batch.obs, batch.action, q_keys)
         return critic_loss(q, target), q.mean()
 
     (c_loss, q_mean), grads = jax.value_and_grad(critic_objective, has_aux=True)(params["critic"])
@@ -143,7 +157,8 @@ def td3_gradient_step(
     step = state.step + 1
 
     def actor_objective(actor_params):
-        return td3_actor_loss(critic.apply(critic_params, batch.obs, actor.apply(actor_params, batch.obs)))
+        action = actor.apply(actor_params, batch.obs)
+        return td3_actor_loss(critic.apply(critic_params, batch.obs, action, pi_q_keys))
 
     def delayed_update():
         a_loss, grads = jax.value_and_grad(actor_objective)(params["actor"])
@@ -223,19 +238,24 @@ def td3_acting(actor, env, env_params, exploration_noise: float):
     return explore, random_action, greedy
 
 
-def _env_and_actor(config: TD3Config, actor: Any):
+def _env_and_actor(config: TD3Config | DDPGConfig, actor: Any):
+    """The environment, its action box and `actor` (default: the config's MLP)."""
     env, env_params = envs.make_configured(config.env, config.env_kwargs, config.max_episode_steps)
     box = action_box(env, env_params)
     if box is None:
+        name = type(config).__name__
         raise ValueError(
-            f"TD3Config.env={config.env!r} is invalid: TD3 needs a continuous (Box) action space."
+            f"{name}.env={config.env!r} is invalid: {name.removesuffix('Config')} needs a continuous "
+            "(Box) action space."
         )
     action_dim = int(np.prod(box[0].shape))
     actor = actor or DeterministicActor(action_dim, tuple(config.hidden_sizes), config.activation)
     return env, env_params, box, actor
 
 
-def evaluate(config: TD3Config, params, key: jax.Array, num_episodes: int | None = None, actor: Any = None):
+def evaluate(
+    config: TD3Config | DDPGConfig, params, key: jax.Array, num_episodes: int | None = None, actor: Any = None
+):
     """Returns `[num_episodes]` (default `config.eval_episodes`) of the deterministic policy
     of `params` (`train_state.params`) over whole episodes of `config`'s environment."""
     env, env_params, _, actor = _env_and_actor(config, actor)
@@ -251,13 +271,14 @@ def evaluate(config: TD3Config, params, key: jax.Array, num_episodes: int | None
     )
 
 
-def make_td3(config: TD3Config, actor: Any = None, critic: Any = None) -> Algorithm:
-    """TD3 as an `Algorithm` (see the module docstring).
+def make_td3(config: TD3Config | DDPGConfig, actor: Any = None, critic: Any = None) -> Algorithm:
+    """TD3 as an `Algorithm` (see the module docstring); DDPG on a `DDPGConfig`.
 
     `actor` and `critic` are any `init`/`apply` pairs (Flax modules qualify):
     `actor.apply(params, obs[B, ...]) -> action[B, A]` in [-1, 1] and
-    `critic.apply(params, obs, action[B, A]) -> q[K, B]`. Defaults:
-    `DeterministicActor` and `QEnsemble` MLPs.
+    `critic.apply(params, obs, action[B, A], keys[B]) -> q[K, B]` (`keys`: see the critic
+    contract in `algorithms.sac`). Defaults: a `DeterministicActor` MLP and the critics of
+    `config.critic` (`QEnsemble` MLPs or a `ReaCriticEnsemble`).
 
     Metrics per update: `loss` (critic_loss + actor_loss), `critic_loss`, `actor_loss`
     (mean over this update's actor steps), `q_mean`, `actor_updated` (fraction of this
@@ -265,17 +286,8 @@ def make_td3(config: TD3Config, actor: Any = None, critic: Any = None) -> Algori
     the collect metrics of SAC: `episode_return_mean`, `episode_return_last100` (the
     progress metric), `episodes`, `eval_return_mean` (see `sac.make_sac`).
     """
-    env, env_params = envs.make_configured(config.env, config.env_kwargs, config.max_episode_steps)
-    box = action_box(env, env_params)
-    if box is None:
-        raise ValueError(
-            f"TD3Config.env={config.env!r} is invalid: TD3 needs a continuous (Box) action space."
-        )
-    low, high = box
-    action_dim = int(np.prod(low.shape))
-    hidden, act = tuple(config.hidden_sizes), config.activation
-    actor = actor or DeterministicActor(action_dim, hidden, act)
-    critic = critic or QEnsemble(config.num_critics, hidden, act)
+    env, env_params, (low, _), actor = _env_and_actor(config, actor)
+    critic = critic or make_q_critic(config)
     txs = {
         "actor": clipped_adam(config.learning_rate, config.max_grad_norm),
         "critic": clipped_adam(config.learning_rate, config.max_grad_norm),
@@ -292,9 +304,10 @@ def make_td3(config: TD3Config, actor: Any = None, critic: Any = None) -> Algori
     def init(key: jax.Array) -> tuple[TD3TrainState, OffPolicyCollectState]:
         actor_key, critic_key, env_key = jax.random.split(key, 3)
         obs = example_obs[None]
+        keys = jax.random.split(critic_key, 1)  # the critic's row keys (only shapes matter here)
         params = {
             "actor": actor.init(actor_key, obs),
-            "critic": critic.init(critic_key, obs, example_action[None]),
+            "critic": critic.init(critic_key, obs, example_action[None], keys),
         }
         opt_state = {name: tx.init(params[name]) for name, tx in txs.items()}
         zero = jnp.zeros((), jnp.int32)

@@ -1,8 +1,15 @@
-"""Flax Linen modules: MLP actor-critic, Llama-family decoder, checkpoint readers."""
+"""Flax Linen modules: MLP actor-critic, ReaCritic transformer critic, Llama-family decoder,
+checkpoint readers."""
 
 from jaxrl_llm.models.distributions import Categorical, DiagGaussian
 from jaxrl_llm.models.actor_critic import SeparateActorCritic
 from jaxrl_llm.models.mlp import MLP, ActorCritic, CategoricalPolicy, ValueMLP
+from jaxrl_llm.models.reacritic import (
+    DiscreteReaCriticEnsemble,
+    ReaCritic,
+    ReaCriticEnsemble,
+    ReaCriticValue,
+)
 from jaxrl_llm.models.checkpoints import load, load_gguf, load_hf, save_hf
 from jaxrl_llm.models.kv_cache import KVCache, init_cache
 from jaxrl_llm.models.llama import (
@@ -35,6 +42,10 @@ __all__ = [
     "CategoricalPolicy",
     "Categorical",
     "DiagGaussian",
+    "DiscreteReaCriticEnsemble",
+    "ReaCritic",
+    "ReaCriticEnsemble",
+    "ReaCriticValue",
     "SeparateActorCritic",
     "ValueMLP",
 ]

@@ -6,9 +6,12 @@ box (`scale_action`). Every module flattens the observation's trailing axes and 
 
     TanhGaussianActor(obs[B, ...])          -> TanhGaussian(mean[B, A], log_std[B, A])
     DeterministicActor(obs[B, ...])         -> action[B, A] in [-1, 1]
-    QEnsemble(obs[B, ...], action[B, A])    -> q[K, B]      (K independent critics)
-    DiscreteQEnsemble(obs[B, ...])          -> q[K, B, A]
-    LogitsActor(obs[B, ...])                -> logits[B, A]
+    QEnsemble(obs[B, ...], action[B, A], keys)  -> q[K, B]      (K independent critics)
+    DiscreteQEnsemble(obs[B, ...], keys)        -> q[K, B, A]
+    LogitsActor(obs[B, ...])                    -> logits[B, A]
+
+The critics take the per-row PRNG keys of the critic contract (see `algorithms.sac`) and,
+being deterministic, ignore them; `models.reacritic` has critics that use them.
 """
 
 from __future__ import annotations
@@ -111,7 +114,8 @@ class QEnsemble(nn.Module):
     activation: str = "relu"
 
     @nn.compact
-    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+    def __call__(self, obs: jax.Array, action: jax.Array, keys: jax.Array | None = None) -> jax.Array:
+        del keys  # deterministic
         x = jnp.concatenate([_flatten(obs), action.reshape(action.shape[0], -1).astype(jnp.float32)], -1)
         return jnp.stack(
             [
@@ -130,7 +134,8 @@ class DiscreteQEnsemble(nn.Module):
     activation: str = "relu"
 
     @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
+    def __call__(self, obs: jax.Array, keys: jax.Array | None = None) -> jax.Array:
+        del keys  # deterministic
         x = _flatten(obs)
         return jnp.stack(
             [

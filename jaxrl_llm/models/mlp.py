@@ -33,23 +33,29 @@ class MLP(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs over a flattened observation.
+    """Separate actor and critic networks over a flattened observation.
 
-    `__call__(obs[B, ...]) -> (distribution, value[B])`; a discrete policy when
+    `__call__(obs[B, ...], keys=None) -> (distribution, value[B])`; a discrete policy when
     `continuous=False` (logits over `action_dim` actions), else a diagonal Gaussian
-    with a state-independent log standard deviation.
+    with a state-independent log standard deviation. The critic is an MLP, or `critic`:
+    any module `critic(obs[B, ...], keys[B]) -> value[B]` (e.g. `ReaCriticValue`), called
+    with the per-row PRNG keys `keys` (see `algorithms.ppo`); the MLP ignores them.
     """
 
     action_dim: int
     continuous: bool = False
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
+    critic: nn.Module | None = None
 
     @nn.compact
-    def __call__(self, obs: jax.Array):
+    def __call__(self, obs: jax.Array, keys: jax.Array | None = None):
         x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
         actor_out = MLP(self.hidden_sizes, self.action_dim, self.activation, 0.01, name="actor")(x)
-        value = MLP(self.hidden_sizes, 1, self.activation, 1.0, name="critic")(x)[:, 0]
+        if self.critic is None:
+            value = MLP(self.hidden_sizes, 1, self.activation, 1.0, name="critic")(x)[:, 0]
+        else:
+            value = self.critic(obs, keys)
         if self.continuous:
             log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
             return DiagGaussian(actor_out, jnp.broadcast_to(log_std, actor_out.shape)), value
@@ -57,13 +63,15 @@ class ActorCritic(nn.Module):
 
 
 class ValueMLP(nn.Module):
-    """A state-value MLP over a flattened observation: `obs[B, ...] -> value[B]`."""
+    """A state-value MLP over a flattened observation: `obs[B, ...] -> value[B]` (takes and
+    ignores per-row `keys`, like every deterministic critic)."""
 
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
 
     @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
+    def __call__(self, obs: jax.Array, keys: jax.Array | None = None) -> jax.Array:
+        del keys  # deterministic
         x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
         return MLP(self.hidden_sizes, 1, self.activation, 1.0, name="critic")(x)[:, 0]
 

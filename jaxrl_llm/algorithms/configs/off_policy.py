@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from jaxrl_llm.algorithms.configs.critic import check_critic
 from jaxrl_llm.config import EnvKwarg, check_mlp, check_range
 
 
@@ -46,6 +47,15 @@ class OffPolicyConfig:
     eval_interval: int = 2_000
     """Frames between greedy evaluations (`eval_return_mean`); 0 disables them."""
     eval_episodes: int = 10
+    critic: str = "mlp"
+    """The Q-critics: 'mlp' (`hidden_sizes`, `activation`) or 'reacritic' (a transformer critic
+    reasoning over `reacritic_steps` noisy copies of (s, a), arXiv 2505.10992)."""
+    reacritic_steps: int = 8
+    """ReaCritic's H: horizontal reasoning steps (copies of the (s, a) embedding)."""
+    reacritic_depth: int = 1
+    """ReaCritic's V: vertical reasoning steps (causal transformer blocks; 0 skips them)."""
+    reacritic_width: int = 64
+    """ReaCritic's token width h, a multiple of its 4 heads (the paper uses 256)."""
 
     def __post_init__(self):
         for name in ("num_envs", "train_frequency", "gradient_steps", "batch_size", "num_critics"):
@@ -61,6 +71,7 @@ class OffPolicyConfig:
         check_range(self, "eval_interval", 0)
         check_range(self, "eval_episodes", 1)
         check_mlp(self)
+        check_critic(self)
 
     @property
     def frames_per_update(self) -> int:

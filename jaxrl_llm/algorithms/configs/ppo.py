@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jaxrl_llm.config import EnvKwarg, check_mlp, check_divides, check_range
+from jaxrl_llm.algorithms.configs.critic import check_critic
+from jaxrl_llm.config import EnvKwarg, check_divides, check_mlp, check_range
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,15 @@ class PPOConfig:
     normalize_advantages: bool = True
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
+    critic: str = "mlp"
+    """The value head: 'mlp' (`hidden_sizes`, `activation`) or 'reacritic' (a state-value
+    transformer critic reasoning over `reacritic_steps` noisy copies of s, arXiv 2505.10992)."""
+    reacritic_steps: int = 8
+    """ReaCritic's H: horizontal reasoning steps (copies of the state embedding)."""
+    reacritic_depth: int = 1
+    """ReaCritic's V: vertical reasoning steps (causal transformer blocks; 0 skips them)."""
+    reacritic_width: int = 64
+    """ReaCritic's token width h, a multiple of its 4 heads (the paper uses 256)."""
 
     def __post_init__(self):
         for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches"):
@@ -48,6 +58,7 @@ class PPOConfig:
         check_range(self, "value_coef", 0.0)
         check_range(self, "max_grad_norm", 0.0, low_inclusive=False)
         check_mlp(self)
+        check_critic(self)
 
     @property
     def frames_per_update(self) -> int:

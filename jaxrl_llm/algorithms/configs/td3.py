@@ -17,7 +17,7 @@ class TD3Config(OffPolicyConfig):
     defaults otherwise: batch 256, tau 0.005, policy_delay 2, target noise 0.2 clipped
     at 0.5), with a (64, 64) network instead of (400, 300) and 1k random warm-up frames
     instead of 10k, so a CPU run takes seconds. On Pendulum-v1 (seeds
-    0-2) the greedy policy first averages >= -250 after 7k frames and ends at -172 to -181
+    0-2) the greedy policy averages >= -250 within 8k frames and ends at -170 to -180
     (20 episodes) after 20k. Noise scales are in the unit action box [-1, 1].
 
     One update steps `num_envs` environments `train_frequency` times, adds the
