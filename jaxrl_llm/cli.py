@@ -27,6 +27,7 @@ from jaxrl_llm.algorithms.configs.dqn import DQNConfig
 from jaxrl_llm.algorithms.configs.group_rl import GroupRLConfig
 from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig
 from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig, SFTConfig
+from jaxrl_llm.algorithms.configs.loro import LOROConfig
 from jaxrl_llm.algorithms.configs.ppo import PPOConfig
 from jaxrl_llm.algorithms.configs.sac import SACConfig
 from jaxrl_llm.algorithms.configs.td3 import TD3Config
@@ -44,6 +45,7 @@ DISPLAY_NAMES = {
     "sac": "SAC",
     "td3": "TD3",
     "ddpg": "DDPG",
+    "loro": "LORO",
 }
 EXIT_INTERRUPTED = 130  # the shell's code for a Ctrl-C
 
@@ -259,6 +261,33 @@ def ddpg(config: Annotated[DDPGConfig, Flat], run: Annotated[RunOptions, Flat]) 
     _train("ddpg", lambda _: ddpg_lib.make_ddpg(config), config, run)
 
 
+def loro(config: Annotated[LOROConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
+    """LORO (arXiv 2505.10861): a prior (--prior heuristic, or a language model such as
+    smollm2-135m-instruct) plays episodes; Double DQN / SAC pretrains on them offline, then
+    trains online; compared with online RL, Mix, the prior and random (--arms). Writes prior/,
+    one run per trained arm, summary.json/.md (cumulative evaluation returns), comparison.png."""
+    use_cpu_devices(run.cpu_devices)
+    from jaxrl_llm.algorithms import loro as loro_lib
+
+    enable_compile_cache(run.compile_cache)
+    loro_lib.run_experiment(
+        config,
+        run.out,
+        resume=run.resume,
+        overwrite=run.overwrite,
+        allow_changes=run.allow_changes,
+        progress=run.progress,
+        checkpoint_every=run.checkpoint_every,
+        max_to_keep=run.keep_checkpoints,
+        checkpoint_seconds=run.checkpoint_seconds,
+        checkpoint_overhead=run.checkpoint_overhead,
+        stall_seconds=run.stall_seconds,
+        on_stall=restart_after_stall(_command_line, run.stall_restarts),
+        parallel=run.parallel,
+    )
+    print(f"wrote {run.out}/summary.md, summary.json, comparison.png, prior/ and one run per trained arm")
+
+
 COMMANDS = {
     "ppo": ppo,
     "grpo": _group_command("grpo"),
@@ -270,6 +299,7 @@ COMMANDS = {
     "sac": sac,
     "td3": td3,
     "ddpg": ddpg,
+    "loro": loro,
 }
 
 
