@@ -129,10 +129,10 @@ def is_discrete(config: LOROConfig) -> bool:
     return hasattr(env.action_space(env_params), "n")
 
 
-def dqn_config(config: LOROConfig, **overrides) -> DQNConfig:
-    """The Double DQN settings of `config` (constant epsilon, no random warm-up, no learning-rate
-    decay, one environment)."""
-    settings = dict(
+def learner_settings(config: LOROConfig) -> dict:
+    """What the Double DQN and SAC learners share: one environment, the run's budget and replay,
+    learning from the first step (no random warm-up), the network shape."""
+    return dict(
         env=config.env,
         env_kwargs=config.env_kwargs,
         max_episode_steps=config.max_episode_steps,
@@ -144,9 +144,20 @@ def dqn_config(config: LOROConfig, **overrides) -> DQNConfig:
         buffer_size=config.buffer_size,
         learning_starts=0,
         batch_size=config.batch_size,
+        gamma=config.gamma,
+        hidden_sizes=config.hidden_sizes,
+        activation=config.activation,
+        eval_episodes=config.eval_episodes,
+    )
+
+
+def dqn_config(config: LOROConfig, **overrides) -> DQNConfig:
+    """The Double DQN settings of `config` (constant epsilon, no random warm-up, no learning-rate
+    decay, one environment)."""
+    settings = dict(
+        learner_settings(config),
         learning_rate=config.learning_rate or DQN_LEARNING_RATE,
         anneal_lr=False,
-        gamma=config.gamma,
         max_grad_norm=config.max_grad_norm,
         loss="huber",
         double_q=True,
@@ -155,10 +166,7 @@ def dqn_config(config: LOROConfig, **overrides) -> DQNConfig:
         exploration_fraction=0.0,
         exploration_initial_eps=config.epsilon,
         exploration_final_eps=config.epsilon,
-        hidden_sizes=config.hidden_sizes,
-        activation=config.activation,
         eval_every=config.eval_every // config.train_frequency,
-        eval_episodes=config.eval_episodes,
     )
     return DQNConfig(**{**settings, **overrides})
 
@@ -166,24 +174,10 @@ def dqn_config(config: LOROConfig, **overrides) -> DQNConfig:
 def sac_config(config: LOROConfig) -> SACConfig:
     """The SAC settings of `config` (d3rlpy's defaults, no random warm-up, one environment)."""
     return SACConfig(
-        env=config.env,
-        env_kwargs=config.env_kwargs,
-        max_episode_steps=config.max_episode_steps,
-        seed=config.seed,
-        total_frames=config.total_frames,
-        num_envs=1,
-        train_frequency=config.train_frequency,
-        gradient_steps=config.gradient_steps,
-        buffer_size=config.buffer_size,
-        learning_starts=0,
-        batch_size=config.batch_size,
-        gamma=config.gamma,
+        **learner_settings(config),
         tau=0.005,
         learning_rate=config.learning_rate or SAC_LEARNING_RATE,
-        hidden_sizes=config.hidden_sizes,
-        activation=config.activation,
         eval_interval=config.eval_every,
-        eval_episodes=config.eval_episodes,
     )
 
 
