@@ -1,4 +1,5 @@
-"""What every experiment driver shares: per-seed success at the budget, smoothing, curve plots."""
+"""What every experiment driver shares: per-seed success at the budget, smoothing, curve plots,
+and a cache of finished training jobs."""
 
 from __future__ import annotations
 
@@ -23,10 +24,30 @@ def smooth(y: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
-def plot_success_curves(curves: dict, path: Path, x_label: str = "env steps") -> None:
-    """One panel per task: mean ± std over seeds of each method's smoothed success curve.
+def cached_run(path: Path, train) -> tuple[dict, float, float]:
+    """`train()`'s `(metrics, compile_s, run_s)`, saved to `path` (.npz) the first time and
+    read back after: a stopped experiment resumes job by job. `metrics` maps names to
+    arrays."""
+    if path.exists():
+        saved = dict(np.load(path))
+        return saved, float(saved.pop("compile_s")), float(saved.pop("run_s"))
+    metrics, compile_s, run_s = train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, compile_s=compile_s, run_s=run_s, **metrics)
+    return metrics, compile_s, run_s
 
-    `curves[task][method] = (x [U], success [seeds, U])`.
+
+def plot_success_curves(
+    curves: dict,
+    path: Path,
+    x_label: str = "env steps",
+    y_label: str = "success rate",
+    y_limits: tuple[float, float] | None = (-0.02, 1.02),
+) -> None:
+    """One panel per task: mean ± std over seeds of each method's smoothed curve (success
+    rate by default; any per-update value with `y_label`, `y_limits=None`).
+
+    `curves[task][method] = (x [U], values [seeds, U])`.
     """
     import matplotlib
 
@@ -45,8 +66,9 @@ def plot_success_curves(curves: dict, path: Path, x_label: str = "env steps") ->
         ax.set_title(task)
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.set_xlabel(x_label)
-        ax.set_ylabel("success rate")
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(y_label)
+        if y_limits is not None:
+            ax.set_ylim(*y_limits)
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()

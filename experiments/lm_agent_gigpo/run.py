@@ -38,7 +38,7 @@ from jaxrl_llm.training.watchdog import StallWatchdog
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
-from curves import final_success, plot_success_curves  # noqa: E402  (experiments/curves.py)
+from curves import cached_run, final_success, plot_success_curves  # noqa: E402  (experiments/curves.py)
 
 SMALL_MODEL = {"hidden_size": "64", "intermediate_size": "256", "num_layers": "2"}
 # `updates`: each task's budget (equal for every method and seed of the task); Sokoban's and
@@ -201,14 +201,7 @@ def cached_job(args: Args, task_name: str, method: str, train):
     same budget skips the jobs that finished (a stopped experiment resumes job by job)."""
     updates = task_updates(TASKS[task_name], args)
     slug = "".join(c if c.isalnum() else "_" for c in f"{task_name}__{method}__{updates}x{args.seeds}")
-    path = args.out / ".jobs" / f"{slug}.npz"
-    if path.exists():
-        saved = dict(np.load(path))
-        return saved, float(saved.pop("compile_s")), float(saved.pop("run_s"))
-    metrics, compile_s, run_s = train()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, compile_s=compile_s, run_s=run_s, **metrics)
-    return metrics, compile_s, run_s
+    return cached_run(args.out / ".jobs" / f"{slug}.npz", train)
 
 
 def main(args: Args) -> None:

@@ -17,7 +17,6 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,40 +24,25 @@ from pathlib import Path
 from jaxrl_llm.training.metrics import read_metrics
 
 HERE = Path(__file__).parent
-README = HERE.parents[1] / "README.md"
+sys.path.insert(0, str(HERE.parent))
+from readme_commands import README, readme_commands, run_measuring_peak_rss, with_flags  # noqa: E402
+
 COLUMNS = ("step", "frames", "loss", "success_rate", "invalid_action_fraction", "answer_tokens_mean", "kl")
 
 
 def readme_command() -> list[str]:
-    """argv of the README's SmolLM2 `lm-agent` command (continuations joined, comment dropped)."""
-    for line in README.read_text().replace("\\\n", " ").splitlines():
-        if line.startswith("jaxrl-llm lm-agent ") and "smollm2" in line:
-            return shlex.split(line, comments=True)
+    """argv of the README's SmolLM2 `lm-agent` command."""
+    for command in readme_commands(README.read_text(), "lm-agent"):
+        if "smollm2" in " ".join(command):
+            return command
     raise SystemExit(f"no SmolLM2 `jaxrl-llm lm-agent` command in {README}")
-
-
-def with_flags(argv: list[str], **flags: str) -> list[str]:
-    argv = list(argv)
-    for name, value in flags.items():
-        flag = "--" + name.replace("_", "-")
-        if flag in argv:
-            index = argv.index(flag)
-            del argv[index : index + 2]
-        argv += [flag, value]
-    return argv
 
 
 def run(argv: list[str], log: Path) -> dict:
     """Exit code, wall seconds and peak RSS (GiB) of `argv` run as a child process."""
     start = time.perf_counter()
-    with open(log, "w") as out:
-        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-    return {
-        "exit": os.waitstatus_to_exitcode(status),
-        "seconds": time.perf_counter() - start,
-        "peak_rss_gib": usage.ru_maxrss * 1024 / 2**30,  # ru_maxrss is in KiB on Linux
-    }
+    code, peak = run_measuring_peak_rss(argv, log)
+    return {"exit": code, "seconds": time.perf_counter() - start, "peak_rss_gib": peak / 2**30}
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from jaxrl_llm.algorithms.ddpg import DDPGConfig, evaluate, make_ddpg
 from jaxrl_llm.algorithms.td3 import TD3Config
 from jaxrl_llm.config import to_dict
 from jaxrl_llm.rollout.replay import Transition
-from jaxrl_llm.training import make_train, run
+from jaxrl_llm.training import make_train
 
 TINY_REACRITIC = {"critic": "reacritic", "reacritic_width": 8, "reacritic_steps": 2, "reacritic_depth": 1}
 
@@ -107,37 +107,6 @@ def test_ddpg_learns_pendulum_a_little():
         f"{time.perf_counter() - start:.0f} s"
     )
     assert final >= -600, final
-
-
-@pytest.mark.slow
-def test_resume_through_run_is_bit_identical(tmp_path):
-    # with a ReaCritic critic: its noise and dropout keys must come back exactly too
-    small = {
-        "hidden_sizes": (16, 16),
-        "batch_size": 16,
-        "buffer_size": 500,
-        "learning_starts": 50,
-        "num_envs": 2,
-        "gradient_steps": 2,
-        "eval_interval": 100,
-        "eval_episodes": 2,
-        "max_episode_steps": 40,
-        **TINY_REACRITIC,
-    }
-    short, long = DDPGConfig(total_frames=200, **small), DDPGConfig(total_frames=400, **small)
-    options = {"seed": 3, "checkpoint_every": 30, "progress": False, "stall_seconds": 0}
-
-    def go(config, out, resume=False):
-        return run(make_ddpg(config), {"algorithm": "ddpg", **to_dict(config)}, out, resume=resume, **options)
-
-    whole = go(long, tmp_path / "whole")
-    go(short, tmp_path / "split")  # 100 updates: stops inside a 30-update chunk
-    resumed = go(long, tmp_path / "split", resume=True)
-    chex.assert_trees_all_equal(resumed.train_state, whole.train_state)
-    chex.assert_trees_all_equal(resumed.collect_state, whole.collect_state)
-    assert int(whole.train_state.updates) == long.num_updates
-    rows = (tmp_path / "split" / "metrics.csv").read_text().strip().splitlines()
-    assert len(rows) == 1 + long.num_updates  # header + one row per update, none repeated
 
 
 def test_cli_subcommand_builds_the_config(monkeypatch):

@@ -1,6 +1,6 @@
-"""GRPO on language models: wiring, errors, learning (tiny model), SmolLM2 end to end."""
+"""GRPO on language models: wiring, errors, learning (tiny model); SmolLM2 end to end is in
+test_lm_readme_command.py."""
 
-import json
 import re
 import subprocess
 import sys
@@ -217,52 +217,6 @@ def test_grpo_raises_held_out_accuracy_of_a_warmed_up_tiny_model():
     # held-out gains over 7 seeds were 0.017-0.056 (576 samples each, ~0.06 -> ~0.09); a gain
     # this size is what generalising to unseen pairs looks like at this budget
     assert after >= before + 0.015, (before, after)
-
-
-@pytest.mark.slow
-def test_smollm2_grpo_steps_checkpoint_and_resume(tmp_path):
-    """The bundled SmolLM2-135M: GRPO with LoRA, a checkpoint, a killed-run-style resume."""
-    args = [
-        sys.executable,
-        "-m",
-        "jaxrl_llm.cli",
-        "lm-grpo",
-        "--model",
-        "smollm2-135m-instruct",
-        "--task",
-        "gsm8k",
-        "--prompts-per-update",
-        "2",
-        "--group-size",
-        "2",
-        "--max-prompt-tokens",
-        "160",
-        "--max-new-tokens",
-        "12",
-        "--lora-rank",
-        "4",
-        "--learning-rate",
-        "1e-4",
-        "--checkpoint-every",
-        "1",
-        "--no-progress",
-        "--out",
-        str(tmp_path),
-    ]
-    first = subprocess.run([*args, "--num-updates", "2"], capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert CheckpointStore(tmp_path / "checkpoints").latest_step() == 2
-    config = json.loads((tmp_path / "config.json").read_text())
-    config["num_updates"] = 3  # extend the stored budget by one update, then resume
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    second = subprocess.run(
-        [*args, "--num-updates", "3", "--resume"], capture_output=True, text=True, timeout=900
-    )
-    assert second.returncode == 0, second.stderr[-3000:]
-    rows = read_metrics(tmp_path / "metrics.csv")
-    assert [int(r["step"]) for r in rows] == [1, 2, 3]
-    assert all(np.isfinite(r["loss"]) and np.isfinite(r["kl"]) for r in rows)
-    assert CheckpointStore(tmp_path / "checkpoints").latest_step() == 3
 
 
 def test_default_tasks_fit_the_default_prompt_budget_of_the_tiny_model():

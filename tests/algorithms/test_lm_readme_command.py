@@ -1,42 +1,25 @@
-"""The README's SmolLM2 LM-GRPO command runs (one update) within the memory it promises."""
+"""The README's SmolLM2 LM-GRPO command runs (one update) within the memory it promises,
+checkpoints, and resumes."""
 
-import os
-import shlex
-import signal
+import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+from readme_commands import README, readme_commands, run_measuring_peak_rss, with_flags  # noqa: E402
+
+from jaxrl_llm.training import CheckpointStore
 from jaxrl_llm.training.metrics import read_metrics
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 PEAK_RSS_LIMIT = 8 * 2**30
 
 
 def readme_lm_commands(text: str) -> list[list[str]]:
-    """argv of every `jaxrl-llm lm-grpo` command in `text` (backslash continuations joined,
-    trailing `# comments` dropped)."""
-    joined = text.replace("\\\n", " ")
-    commands = []
-    for line in joined.splitlines():
-        if line.startswith("jaxrl-llm lm-grpo "):
-            commands.append(shlex.split(line, comments=True))
-    return commands
-
-
-def with_flags(argv: list[str], **flags: str) -> list[str]:
-    """`argv` with each `--flag value` in `flags` (underscores as dashes) replaced or appended."""
-    argv = list(argv)
-    for name, value in flags.items():
-        flag = "--" + name.replace("_", "-")
-        if flag in argv:
-            index = argv.index(flag)
-            del argv[index : index + 2]
-        argv += [flag, value]
-    return argv
+    return readme_commands(text, "lm-grpo")
 
 
 def test_readme_lm_commands_are_found_and_rewritten():
@@ -51,31 +34,15 @@ def test_readme_lm_commands_are_found_and_rewritten():
     assert len(readme_lm_commands(README.read_text())) >= 3  # LoRA, full fine-tuning, tiny
 
 
-def run_measuring_peak_rss(argv: list[str], log: Path, timeout: float) -> tuple[int, int]:
-    """(exit code, peak resident set size in bytes) of `argv`, its output written to `log`.
-
-    `os.wait4` reports the kernel's high-water mark of this child alone (a polled RSS
-    misses short peaks; RUSAGE_CHILDREN mixes in every child the test session reaped).
-    """
-    with open(log, "w") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    timer = threading.Timer(timeout, os.kill, (process.pid, signal.SIGKILL))
-    timer.start()
-    try:
-        _, status, usage = os.wait4(process.pid, 0)
-    finally:
-        timer.cancel()
-    process.returncode = os.waitstatus_to_exitcode(status)  # already reaped: keep Popen from waiting
-    return process.returncode, usage.ru_maxrss * 1024  # Linux reports KiB
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
-def test_readme_smollm2_command_runs_one_update_under_8_gb(tmp_path):
+def test_readme_smollm2_command_runs_under_8_gb_checkpoints_and_resumes(tmp_path):
+    """The README's SmolLM2 + LoRA command: one update within the promised memory and a
+    checkpoint, then a killed-run-style resume that extends the budget by one update."""
     commands = readme_lm_commands(README.read_text())
     (command,) = [c for c in commands if "smollm2-135m-instruct" in c and "--lora-rank" in c]
     out = tmp_path / "run"
-    argv = with_flags(command, out=str(out), num_updates="1", compile_cache="")
+    argv = with_flags(command, out=str(out), num_updates="1", checkpoint_every="1", compile_cache="")
     argv = [sys.executable, "-m", "jaxrl_llm.cli", *argv[1:], "--no-progress"]
     code, peak = run_measuring_peak_rss(argv, tmp_path / "log.txt", timeout=600)
     log = (tmp_path / "log.txt").read_text()
@@ -84,3 +51,16 @@ def test_readme_smollm2_command_runs_one_update_under_8_gb(tmp_path):
     (row,) = read_metrics(out / "metrics.csv")
     assert int(row["step"]) == 1 and row["loss"] == row["loss"]  # not NaN
     assert peak < PEAK_RSS_LIMIT, f"peak RSS {peak / 2**30:.2f} GiB"
+    assert CheckpointStore(out / "checkpoints").latest_step() == 1
+
+    config = json.loads((out / "config.json").read_text())
+    config["num_updates"] = 2  # extend the stored budget by one update, then resume
+    (out / "config.json").write_text(json.dumps(config))
+    resumed = subprocess.run(
+        [*with_flags(argv, num_updates="2"), "--resume"], capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = read_metrics(out / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert all(np.isfinite(r["loss"]) and np.isfinite(r["kl"]) for r in rows)
+    assert CheckpointStore(out / "checkpoints").latest_step() == 2

@@ -150,6 +150,8 @@ def test_td3_learns_pendulum():
 
 @pytest.mark.slow
 def test_resume_through_run_is_bit_identical(tmp_path):
+    # with a ReaCritic critic (DDPG's resume is this code path too): its noise and dropout
+    # keys must come back exactly as well
     small = dict(
         hidden_sizes=(16, 16),
         batch_size=16,
@@ -160,6 +162,10 @@ def test_resume_through_run_is_bit_identical(tmp_path):
         eval_interval=100,
         eval_episodes=2,
         max_episode_steps=40,
+        critic="reacritic",
+        reacritic_width=8,
+        reacritic_steps=2,
+        reacritic_depth=1,
     )
     short, long = TD3Config(total_frames=200, **small), TD3Config(total_frames=400, **small)
     options = dict(seed=3, checkpoint_every=30, progress=False, stall_seconds=0)

@@ -1,5 +1,5 @@
-"""Every algorithm trains to the same parameters on 1 device, under shard_map and under pmap
-(8 forced CPU devices, through `training.compose`)."""
+"""Every algorithm trains to the same parameters on 1 device and under shard_map, and three
+of them under pmap too (8 forced CPU devices, through `training.compose`)."""
 
 import json
 import subprocess
@@ -9,15 +9,20 @@ from pathlib import Path
 import pytest
 
 ALGORITHMS = ["ppo", "grpo", "gigpo", "lm_grpo", "lm_agent", "sft", "dqn", "sac", "sac_discrete", "td3"]
+# pmap wraps every algorithm's learn the same way (`training.parallel`); one on-policy, one
+# off-policy and one host-collected LM algorithm check it, the rest check shard_map only
+# (each mode is one more compile of the whole step on 8 devices: ~10 s per case on 2 cores).
+PMAP_CHECKED = {"ppo", "sac", "lm_grpo"}
 
 
 def parallel_report(algorithm: str) -> dict:
     script = Path(__file__).with_name("parallel_check.py")
+    modes = "shard_map,pmap" if algorithm in PMAP_CHECKED else "shard_map"
     # XLA's CPU runtime with 8 forced devices on 2 cores occasionally aborts a collective
     # ("Termination timeout for all reduce", design.md); such an abort is retried once.
     for _ in range(2):
         out = subprocess.run(
-            [sys.executable, str(script), algorithm], capture_output=True, text=True, timeout=900
+            [sys.executable, str(script), "--modes", modes, algorithm], capture_output=True, text=True, timeout=900
         )
         if "Termination timeout" not in out.stderr:
             break
@@ -32,6 +37,6 @@ def test_sharded_modes_match_single_device(algorithm):
     assert report["num_devices"] == 8
     result = report[algorithm]
     assert result["param_change_vs_start"] > 1e-4  # training moved the parameters
-    for mode in ("shard_map", "pmap"):
+    for mode in ("shard_map", "pmap") if algorithm in PMAP_CHECKED else ("shard_map",):
         assert result[mode]["max_abs_param_diff"] < 1e-5, result
         assert abs(result[mode]["loss"] - result["single"]["loss"]) < 1e-4, result
