@@ -43,11 +43,14 @@ def plot_success_curves(
     x_label: str = "env steps",
     y_label: str = "success rate",
     y_limits: tuple[float, float] | None = (-0.02, 1.02),
+    columns: int | None = None,
+    smooth_width: int | None = None,
 ) -> None:
     """One panel per task: mean ± std over seeds of each method's smoothed curve (success
     rate by default; any per-update value with `y_label`, `y_limits=None`).
 
-    `curves[task][method] = (x [U], values [seeds, U])`.
+    `curves[task][method] = (x [U], values [seeds, U])`; `columns` panels per row (default:
+    all in one row); `smooth_width` of the moving average (default: U // 20; 1: none).
     """
     import matplotlib
 
@@ -55,10 +58,14 @@ def plot_success_curves(
     import matplotlib.pyplot as plt
     from matplotlib.ticker import EngFormatter
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), dpi=110)
-    for ax, (task, methods) in zip(np.atleast_1d(axes), curves.items()):
+    columns = columns or len(curves)
+    rows = -(-len(curves) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), dpi=110, squeeze=False)
+    for ax in axes.ravel()[len(curves) :]:
+        ax.set_visible(False)
+    for ax, (task, methods) in zip(axes.ravel(), curves.items()):
         for name, (frames, success) in methods.items():
-            width = max(1, len(frames) // 20)
+            width = smooth_width or max(1, len(frames) // 20)
             per_seed = np.stack([smooth(s, width) for s in success])
             mean, std = per_seed.mean(0), per_seed.std(0)
             ax.plot(frames, mean, label=name, lw=1.6)
@@ -70,7 +77,7 @@ def plot_success_curves(
         if y_limits is not None:
             ax.set_ylim(*y_limits)
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=8)
+    axes.ravel()[0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
