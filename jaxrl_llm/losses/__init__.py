@@ -25,6 +25,19 @@ _EXPORTS = {
     "aggregate_loss": "policy_gradient",
     "policy_gradient_loss": "policy_gradient",
     "ppo_clip_token_loss": "policy_gradient",
+    # ShiQ's soft Bellman losses on shifted logits; offline preference losses (DPO, ORPO, DRO).
+    "implied_log_policy": "bellman",
+    "next_action_values": "bellman",
+    "sequence_reward_to_tokens": "bellman",
+    "shifted_q_values": "bellman",
+    "shifted_state_values": "bellman",
+    "shiq_loss": "bellman",
+    "shiq_residuals": "bellman",
+    "turn_rewards_to_tokens": "bellman",
+    "dpo_loss": "preference",
+    "dro_loss": "preference",
+    "orpo_log_odds_ratio": "preference",
+    "orpo_loss": "preference",
     # Option names (JAX-free).
     "LOSS_AGG_MODES": "names",
 }

@@ -14,6 +14,7 @@ instead of [B, T, V] (SmolLM2: 49152 x 4 bytes per token).
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import chex
 import jax
@@ -136,3 +137,108 @@ def completion_logprobs_entropy_and_prompt_state(
         jnp.where(completion_mask, entropy, 0.0),
         hidden[:, num_prompt_tokens - 1],
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Raw target logits and full-vocabulary log-sum-exp (for soft-Q / ShiQ losses).
+#
+#     target_logit[t] = z_t(x_t)                 with z_t = logits(x_<t) / temperature
+#     logsumexp[t]    = log sum_v exp z_t(v)
+#     log pi(x_t | x_<t) = target_logit[t] - logsumexp[t]
+#
+# A soft-Q loss needs both separately: the Q-value of the taken token reads the raw logit, the state
+# value reads the log-sum-exp over the whole vocabulary (jaxrl_llm/losses/bellman.py). Same time
+# chunking and rematerialisation as the log-probs above, so [B, T, V] is never materialised.
+# ------------------------------------------------------------------------------------------------
+
+
+class LogitStats(NamedTuple):
+    """Per-position `[B, N]` raw target logit and log-sum-exp of the logits (0 where not defined)."""
+
+    target_logit: jax.Array
+    logsumexp: jax.Array
+
+    @property
+    def logprob(self) -> jax.Array:
+        """log pi(target) = target_logit - logsumexp (0 where both are 0)."""
+        return self.target_logit - self.logsumexp
+
+
+def _chunk_logit_stats(params, config: LlamaConfig, temperature, hidden_chunk, target_chunk):
+    """hidden [B, C, D], targets [B, C] -> (raw logit of target, logsumexp of the logits), each [B, C]."""
+    logits = project_to_vocab(params, config, hidden_chunk) / temperature
+    target_logit = jnp.take_along_axis(logits, target_chunk[..., None], axis=-1)[..., 0]
+    return target_logit, jax.nn.logsumexp(logits, axis=-1)
+
+
+def logit_stats_from_hidden(
+    params, config: LlamaConfig, hidden: jax.Array, targets: jax.Array, temperature=1.0, chunk_size: int = 128
+) -> LogitStats:
+    """(target logit, logsumexp) `[B, N]` from the hidden states `[B, N, D]` that predict `targets`, in time chunks."""
+    batch, steps, width = hidden.shape
+    chunk = min(chunk_size, steps)
+    padded = -(-steps // chunk) * chunk
+    hidden = jnp.pad(hidden, ((0, 0), (0, padded - steps), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, padded - steps)))
+    hidden_chunks = hidden.reshape(batch, padded // chunk, chunk, width).swapaxes(0, 1)
+    target_chunks = targets.reshape(batch, padded // chunk, chunk).swapaxes(0, 1)
+    stats = jax.checkpoint(functools.partial(_chunk_logit_stats, params, config, temperature))
+    target_logit, logsumexp = jax.lax.map(lambda xs: stats(*xs), (hidden_chunks, target_chunks))
+
+    def unchunk(x):
+        return x.swapaxes(0, 1).reshape(batch, padded)[:, :steps]
+
+    return LogitStats(unchunk(target_logit), unchunk(logsumexp))
+
+
+def token_logit_stats(
+    params, config: LlamaConfig, tokens: jax.Array, mask: jax.Array, temperature=1.0, chunk_size: int = 128
+) -> LogitStats:
+    """Teacher-forced `LogitStats` `[B, T]` of `tokens` `[B, T]`, aligned with `tokens`.
+
+    Entry t holds the raw logit of `tokens[:, t]` and the log-sum-exp of the logits that predict it
+    (computed at position t - 1). Same mask rules as `token_logprobs_and_entropy`: real tokens
+    contiguous in each row; entries are 0 where the token is padding or the first real token of its
+    row. `.logprob` equals `token_logprobs_and_entropy(...)[0]`.
+    """
+    hidden, mask = _teacher_forced_hidden(params, config, tokens, mask)
+    stats = logit_stats_from_hidden(params, config, hidden[:, :-1], tokens[:, 1:], temperature, chunk_size)
+    has_context = mask & (jnp.cumsum(mask, axis=1) > 1)
+
+    def align_with_tokens(x):
+        return jnp.where(has_context, jnp.pad(x, ((0, 0), (1, 0))), 0.0)
+
+    return LogitStats(*map(align_with_tokens, stats))
+
+
+def completion_logit_stats(
+    params,
+    config: LlamaConfig,
+    tokens: jax.Array,
+    mask: jax.Array,
+    num_prompt_tokens: int,
+    temperature=1.0,
+    chunk_size: int = 128,
+) -> LogitStats:
+    """Teacher-forced `LogitStats` `[B, N]` of the completion `tokens[:, P:]` only.
+
+    Equals `token_logit_stats(...)[:, P:]` for rows whose prompt part holds at least one real token,
+    projecting only the N completion positions onto the vocabulary. Padding positions are 0.
+    """
+    chex.assert_rank([tokens, mask], 2)
+    if not 0 < num_prompt_tokens < tokens.shape[1]:
+        raise ValueError(
+            f"num_prompt_tokens={num_prompt_tokens} must be in [1, {tokens.shape[1] - 1}] for tokens of "
+            f"length {tokens.shape[1]} (the completion needs a prompt before it)."
+        )
+    hidden, mask = _teacher_forced_hidden(params, config, tokens, mask)
+    stats = logit_stats_from_hidden(
+        params,
+        config,
+        hidden[:, num_prompt_tokens - 1 : -1],
+        tokens[:, num_prompt_tokens:],
+        temperature,
+        chunk_size,
+    )
+    completion_mask = mask[:, num_prompt_tokens:]
+    return LogitStats(*(jnp.where(completion_mask, x, 0.0) for x in stats))
