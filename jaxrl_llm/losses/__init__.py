@@ -38,6 +38,20 @@ _EXPORTS = {
     "dro_loss": "preference",
     "orpo_log_odds_ratio": "preference",
     "orpo_loss": "preference",
+    # L2T's information-gain process rewards and credit assignment (paper and released-code variants).
+    "CREDIT_VARIANTS": "information_gain",
+    "J_R_KINDS": "information_gain",
+    "LENGTH_PENALTY_KINDS": "information_gain",
+    "OUTSIDE_TOKEN_RULES": "information_gain",
+    "answer_score": "information_gain",
+    "code_sequence_scores": "information_gain",
+    "episode_rewards": "information_gain",
+    "fitting_gain": "information_gain",
+    "l2t_advantages": "information_gain",
+    "length_penalty_rewards": "information_gain",
+    "process_rewards": "information_gain",
+    "spread_to_tokens": "information_gain",
+    "truncated_mean": "information_gain",
     # Option names (JAX-free).
     "LOSS_AGG_MODES": "names",
 }
