@@ -3,6 +3,7 @@ and a cache of finished training jobs."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,19 @@ def cached_run(path: Path, train) -> tuple[dict, float, float]:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, compile_s=compile_s, run_s=run_s, **metrics)
     return metrics, compile_s, run_s
+
+
+def compile_and_run(program, *args) -> tuple[object, float, float]:
+    """`(jax.device_get(program(*args)), compile_s, run_s)` of a jitted `program`, compiled
+    first (`lower(...).compile()`) so the two times are apart."""
+    import jax
+
+    start = time.perf_counter()
+    compiled = program.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    output = jax.device_get(compiled(*args))
+    return output, compile_s, time.perf_counter() - start
 
 
 def plot_success_curves(

@@ -42,7 +42,7 @@ from jaxrl_llm.rollout.prior import load_episodes, save_episodes
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
-from curves import cached_run, plot_success_curves  # noqa: E402  (experiments/curves.py)
+from curves import cached_run, compile_and_run, plot_success_curves  # noqa: E402  (experiments/curves.py)
 
 ENVS = {
     "CartPole-v1": {},
@@ -121,13 +121,9 @@ def train_arm(config: LOROConfig, episodes, arm: str, seeds: int):
     """`(metrics, compile_s, run_s)` of one trained arm, `seeds` seeds in one vmapped program."""
     train = jax.jit(jax.vmap(loro.make_train(config, episodes, arm)))
     keys = jax.random.split(jax.random.PRNGKey(config.seed), seeds)
-    start = time.perf_counter()
-    compiled = train.lower(keys).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    _, metrics = jax.device_get(compiled(keys))
+    (_, metrics), compile_s, run_s = compile_and_run(train, keys)
     keep = ("eval_return_mean", "episode_return_mean", "episodes")
-    return {k: np.asarray(metrics[k]) for k in keep}, compile_s, time.perf_counter() - start
+    return {k: np.asarray(metrics[k]) for k in keep}, compile_s, run_s
 
 
 def cumulative_curves(metrics: dict, config: LOROConfig) -> tuple[np.ndarray, np.ndarray]:

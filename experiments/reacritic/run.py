@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import platform
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from jaxrl_llm.training import make_train
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
-from curves import cached_run, plot_success_curves  # noqa: E402  (experiments/curves.py)
+from curves import cached_run, compile_and_run, plot_success_curves  # noqa: E402  (experiments/curves.py)
 
 GRID = [(1, 1), (4, 1), (8, 1), (1, 3), (4, 3), (8, 3)]  # (H, V)
 # frames: the env-step budget of every job of the task; eval_episodes: greedy episodes per evaluation
@@ -85,13 +84,14 @@ class Job:
 
 def jobs(args: Args) -> list[Job]:
     """The order matters for a run that is stopped early: the MLP baselines and the official
-    ReaCritic setting of every task first, the rest of the (H, V) grid last."""
+    ReaCritic setting of every task first, the rest of the (H, V) grid last, cheapest first."""
     tasks = list(args.tasks or TASKS)
     if args.quick:
         return [Job("Pendulum-v1", "SAC", None), Job("Pendulum-v1", "SAC", REACRITIC_ONLY_DEFAULT)]
     first = [Job(t, "SAC", c) for t in tasks for c in (None, REACRITIC_ONLY_DEFAULT)]
     pairs = [Job("Pendulum-v1", a, c) for a in ("TD3", "DDPG") for c in (None, REACRITIC_ONLY_DEFAULT)]
-    rest = [Job(t, "SAC", c) for t in tasks if t in GRID_TASKS for c in GRID if c != REACRITIC_ONLY_DEFAULT]
+    grid = sorted((c for c in GRID if c != REACRITIC_ONLY_DEFAULT), key=lambda c: c[0] * (c[1] + 1))  # by cost
+    rest = [Job(t, "SAC", c) for c in grid for t in tasks if t in GRID_TASKS]
     return first + (pairs if "Pendulum-v1" in tasks else []) + rest
 
 
@@ -119,12 +119,7 @@ def train_seeds(job: Job, config, seeds: int):
     _, make = ALGORITHMS[job.algorithm]
     train = jax.jit(jax.vmap(make_train(make(config))))
     keys = jax.random.split(jax.random.PRNGKey(config.seed), seeds)
-    start = time.perf_counter()
-    compiled = train.lower(keys).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    state, metrics = jax.device_get(compiled(keys))
-    run_s = time.perf_counter() - start
+    (state, metrics), compile_s, run_s = compile_and_run(train, keys)
     critic_params = sum(leaf.size for leaf in jax.tree.leaves(state.train_state.params["critic"])) // seeds
     metrics = {k: np.asarray(v) for k, v in metrics.items()}
     return {**metrics, "critic_params": np.asarray(critic_params)}, compile_s, run_s
@@ -150,7 +145,7 @@ def write_results(rows: list[dict], args: Args, path: Path) -> None:
         "| task | method | env steps | final return | critic params | ms / step | compile s |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["order"]):
         lines.append(
             f"| {r['task']} | {r['method']} | {r['frames']:,} | {r['mean']:.1f} ± {r['std']:.1f} "
             f"| {r['critic_params']:,} | {r['ms_per_step']:.2f} | {r['compile_s']:.0f} |"
@@ -178,6 +173,7 @@ def main(args: Args) -> None:
         curves.setdefault(job.task, {})[job.label] = (frames[evaluated], evals[:, evaluated])
         rows.append(
             {
+                "order": (list(TASKS).index(job.task), list(ALGORITHMS).index(job.algorithm), job.critic or (0, 0)),
                 "task": job.task,
                 "method": job.label,
                 "frames": config.total_frames,

@@ -33,10 +33,10 @@ def _chunk_stats(params, config: LlamaConfig, temperature, hidden_chunk, target_
     return target_logit - log_normaliser, log_normaliser - expected_logit
 
 
-def logprobs_from_hidden(
-    params, config: LlamaConfig, hidden: jax.Array, targets: jax.Array, temperature=1.0, chunk_size: int = 128
-) -> tuple[jax.Array, jax.Array]:
-    """log pi(targets) and entropies [B, N] from the hidden states [B, N, D] that predict them, in time chunks."""
+def _map_over_time_chunks(chunk_fn, hidden: jax.Array, targets: jax.Array, chunk_size: int):
+    """`chunk_fn(hidden [B, C, D], targets [B, C]) -> tuple of [B, C]` over time chunks of
+    `hidden [B, N, D]` (rematerialised in the backward pass), reassembled to `[B, N]` each: the
+    `[B, N, V]` logits exist one chunk at a time."""
     batch, steps, width = hidden.shape
     chunk = min(chunk_size, steps)
     padded = -(-steps // chunk) * chunk
@@ -44,13 +44,17 @@ def logprobs_from_hidden(
     targets = jnp.pad(targets, ((0, 0), (0, padded - steps)))
     hidden_chunks = hidden.reshape(batch, padded // chunk, chunk, width).swapaxes(0, 1)
     target_chunks = targets.reshape(batch, padded // chunk, chunk).swapaxes(0, 1)
-    stats = jax.checkpoint(functools.partial(_chunk_stats, params, config, temperature))
-    logprobs, entropy = jax.lax.map(lambda xs: stats(*xs), (hidden_chunks, target_chunks))
+    stats = jax.checkpoint(chunk_fn)
+    outputs = jax.lax.map(lambda xs: stats(*xs), (hidden_chunks, target_chunks))
+    return tuple(x.swapaxes(0, 1).reshape(batch, padded)[:, :steps] for x in outputs)
 
-    def unchunk(x):
-        return x.swapaxes(0, 1).reshape(batch, padded)[:, :steps]
 
-    return unchunk(logprobs), unchunk(entropy)
+def logprobs_from_hidden(
+    params, config: LlamaConfig, hidden: jax.Array, targets: jax.Array, temperature=1.0, chunk_size: int = 128
+) -> tuple[jax.Array, jax.Array]:
+    """log pi(targets) and entropies [B, N] from the hidden states [B, N, D] that predict them, in time chunks."""
+    chunk_fn = functools.partial(_chunk_stats, params, config, temperature)
+    return _map_over_time_chunks(chunk_fn, hidden, targets, chunk_size)
 
 
 def _teacher_forced_hidden(params, config: LlamaConfig, tokens, mask) -> tuple[jax.Array, jax.Array]:
@@ -175,20 +179,8 @@ def logit_stats_from_hidden(
     params, config: LlamaConfig, hidden: jax.Array, targets: jax.Array, temperature=1.0, chunk_size: int = 128
 ) -> LogitStats:
     """(target logit, logsumexp) `[B, N]` from the hidden states `[B, N, D]` that predict `targets`, in time chunks."""
-    batch, steps, width = hidden.shape
-    chunk = min(chunk_size, steps)
-    padded = -(-steps // chunk) * chunk
-    hidden = jnp.pad(hidden, ((0, 0), (0, padded - steps), (0, 0)))
-    targets = jnp.pad(targets, ((0, 0), (0, padded - steps)))
-    hidden_chunks = hidden.reshape(batch, padded // chunk, chunk, width).swapaxes(0, 1)
-    target_chunks = targets.reshape(batch, padded // chunk, chunk).swapaxes(0, 1)
-    stats = jax.checkpoint(functools.partial(_chunk_logit_stats, params, config, temperature))
-    target_logit, logsumexp = jax.lax.map(lambda xs: stats(*xs), (hidden_chunks, target_chunks))
-
-    def unchunk(x):
-        return x.swapaxes(0, 1).reshape(batch, padded)[:, :steps]
-
-    return LogitStats(unchunk(target_logit), unchunk(logsumexp))
+    chunk_fn = functools.partial(_chunk_logit_stats, params, config, temperature)
+    return LogitStats(*_map_over_time_chunks(chunk_fn, hidden, targets, chunk_size))
 
 
 def token_logit_stats(
