@@ -91,7 +91,8 @@ def plot_success_curves(
         if y_limits is not None:
             ax.set_ylim(*y_limits)
         ax.grid(alpha=0.3)
-    axes.ravel()[0].legend(loc="upper left", fontsize=8)
+    for ax, methods in zip(axes.ravel(), curves.values()):
+        ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

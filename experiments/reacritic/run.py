@@ -170,7 +170,8 @@ def main(args: Args) -> None:
         updates = evals.shape[1]
         frames = np.arange(1, updates + 1) * config.frames_per_update
         evaluated = np.isfinite(evals[0])
-        curves.setdefault(job.task, {})[job.label] = (frames[evaluated], evals[:, evaluated])
+        panel = job.task if job.algorithm == "SAC" else f"{job.task}: TD3 and DDPG"
+        curves.setdefault(panel, {})[job.label] = (frames[evaluated], evals[:, evaluated])
         rows.append(
             {
                 "order": (list(TASKS).index(job.task), list(ALGORITHMS).index(job.algorithm), job.critic or (0, 0)),
@@ -192,7 +193,7 @@ def main(args: Args) -> None:
         # written after every job, so a long run that is stopped keeps what it finished
         write_results(rows, args, args.out / "results.md")
         plot_success_curves(
-            curves, args.out / "return_curves.png", x_label="env steps", y_label="greedy return", y_limits=None
+            curves, args.out / "return_curves.png", "env steps", "greedy return", y_limits=None, columns=2
         )
     print(f"wrote {args.out / 'results.md'} and {args.out / 'return_curves.png'}")
 
