@@ -91,7 +91,7 @@ def plot_success_curves(
         if y_limits is not None:
             ax.set_ylim(*y_limits)
         ax.grid(alpha=0.3)
-    for ax, methods in zip(axes.ravel(), curves.values()):
+    for ax in axes.ravel()[: len(curves)]:
         ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
