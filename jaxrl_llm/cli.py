@@ -6,6 +6,8 @@ jaxrl-llm gigpo --env Maze-v0 --out runs/gigpo-maze
 jaxrl-llm lm-agent --algorithm gigpo --model tiny --sft-warmup-steps 200 --out runs/lm-agent
 jaxrl-llm ppo --cpu-devices 8 --parallel shard_map --num-envs 8 --out runs/ppo-8
 jaxrl-llm sac --env Pendulum-v1 --critic reacritic --reacritic-steps 8 --reacritic-depth 1
+jaxrl-llm shiq --model tiny --out runs/shiq          # offline, on the bundled rewarded sample
+jaxrl-llm dpo --data-path pairs.jsonl --out runs/dpo
 
 Only the configs are imported up front (they import no JAX), so `--help` and flag
 errors answer at once; JAX, the algorithms and transformers load when a command runs.
@@ -23,6 +25,7 @@ from typing import Annotated, Literal
 import tyro
 
 from jaxrl_llm.algorithms.configs.ddpg import DDPGConfig
+from jaxrl_llm.algorithms.configs.dpo import DPOConfig
 from jaxrl_llm.algorithms.configs.dqn import DQNConfig
 from jaxrl_llm.algorithms.configs.group_rl import GroupRLConfig
 from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig
@@ -30,6 +33,7 @@ from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig, SFTConfig
 from jaxrl_llm.algorithms.configs.loro import LOROConfig
 from jaxrl_llm.algorithms.configs.ppo import PPOConfig
 from jaxrl_llm.algorithms.configs.sac import SACConfig
+from jaxrl_llm.algorithms.configs.shiq import ShiQConfig
 from jaxrl_llm.algorithms.configs.td3 import TD3Config
 from jaxrl_llm.config import to_dict
 from jaxrl_llm.errors import IncompatibleRunError, NonFiniteLossError, TrainingInterrupted
@@ -41,6 +45,8 @@ DISPLAY_NAMES = {
     "lm-grpo": "LM-GRPO",
     "lm-agent": "LM agent",
     "sft": "SFT",
+    "shiq": "ShiQ",
+    "dpo": "DPO",
     "dqn": "DQN",
     "sac": "SAC",
     "td3": "TD3",
@@ -232,6 +238,22 @@ def sft_command(config: Annotated[SFTConfig, Flat], run: Annotated[RunOptions, F
     _train("sft", lambda _: lm_sft.make_sft(config), config, run)
 
 
+def shiq_command(config: Annotated[ShiQConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
+    """Offline ShiQ (shifted soft Q-learning) of a language model on rewarded completions, a JSON
+    Lines file of {"prompt", "completion", "reward"} (default: the bundled arithmetic sample)."""
+    from jaxrl_llm.algorithms import offline_lm
+
+    _train("shiq", lambda _: offline_lm.make_shiq(config), config, run, chunk_length=1)
+
+
+def dpo_command(config: Annotated[DPOConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
+    """Offline DPO of a language model on preference pairs, a JSON Lines file of
+    {"prompt", "chosen", "rejected"} (default: the bundled arithmetic sample)."""
+    from jaxrl_llm.algorithms import offline_lm
+
+    _train("dpo", lambda _: offline_lm.make_dpo(config), config, run, chunk_length=1)
+
+
 def dqn(config: Annotated[DQNConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
     """Train DQN / Double DQN (--double-q) on a gymnax environment with discrete actions."""
     from jaxrl_llm.algorithms import dqn as dqn_lib
@@ -295,6 +317,8 @@ COMMANDS = {
     "lm-grpo": lm_grpo_command,
     "lm-agent": lm_agent_command,
     "sft": sft_command,
+    "shiq": shiq_command,
+    "dpo": dpo_command,
     "dqn": dqn,
     "sac": sac,
     "td3": td3,

@@ -105,7 +105,7 @@ def sft_step(
 
     def loss_fn(params, micro: SFTBatch):
         loss = next_token_loss(params, model_config, micro.tokens, micro.mask, micro.loss_mask, norm)
-        return loss, {"loss": loss * num_microbatches}  # the mean over slices is the batch loss
+        return loss, {"loss": loss}  # slices are averaged: their mean is the batch loss
 
     return repeated_gradient_steps(
         train_state, loss_fn, tx, 1, axis_name, batch=batch, num_microbatches=num_microbatches

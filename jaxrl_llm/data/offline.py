@@ -1,0 +1,229 @@
+"""Offline LM datasets in JSON Lines, and their tokenisation into fixed-shape arrays.
+
+Rewarded completions (ShiQ; any offline RL from scalar rewards), one JSON object per line:
+
+    {"prompt": "What is 3 + 4?", "completion": "#### 7", "reward": 1.0}
+
+Preference pairs (DPO), one JSON object per line:
+
+    {"prompt": "What is 3 + 4?", "chosen": "#### 7", "rejected": "#### 8"}
+
+Other fields are ignored; blank lines are skipped. A malformed line raises `DatasetFormatError`
+naming the file, the line, the field and the fix.
+
+Tokenisation follows SFT (`algorithms/lm_sft.py`): the prompt is shown as the chat prompt of
+`data.problems.encode_prompts` (the model's chat template, left-padded), the completion follows it
+with an end-of-sequence token, right-padded:
+
+    tokens [M, P + N] = [<pad>.. chat(prompt) | completion <eos> <pad>..],   mask marks real tokens
+
+P is the longest prompt of the file rounded up to a multiple of 16 (at most `max_prompt_tokens`),
+N the longest completion rounded up to a multiple of 8 (at most `max_completion_tokens`), so one
+file gives one shape; `mask[:, P:]` marks the completion tokens (the actions).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jaxrl_llm.data.gsm8k import DatasetFormatError
+from jaxrl_llm.data.problems import Problem, encode_prompts
+
+SAMPLES = Path(__file__).with_name("samples")
+REWARDS_SAMPLE_FILE = SAMPLES / "offline_rewards_sample.jsonl"
+PAIRS_SAMPLE_FILE = SAMPLES / "offline_pairs_sample.jsonl"
+
+_REWARD_EXAMPLE = '{"prompt": "What is 3 + 4?", "completion": "#### 7", "reward": 1.0}'
+_PAIR_EXAMPLE = '{"prompt": "What is 3 + 4?", "chosen": "#### 7", "rejected": "#### 8"}'
+
+
+@dataclass(frozen=True)
+class RewardedCompletion:
+    prompt: str
+    completion: str
+    reward: float
+    source: str = field(default="", compare=False)
+    """Where it was read, 'file:line' (for error messages)."""
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    prompt: str
+    chosen: str
+    rejected: str
+    source: str = field(default="", compare=False)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_records(path: str | Path, fields: dict[str, str], example: str) -> list[tuple[str, dict]]:
+    """`(where, record)` of every non-blank line; `fields` maps a name to 'string' or 'number'."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFormatError(f"{path}: file not found.")
+    wanted = ", ".join(repr(name) for name in fields)
+    records = []
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DatasetFormatError(
+                f"{where}: not valid JSON ({error.msg} at column {error.colno}); each line must hold one "
+                f"JSON object, e.g. {example}"
+            ) from None
+        if not isinstance(record, dict):
+            raise DatasetFormatError(
+                f"{where}: expected a JSON object with fields {wanted}, got a JSON {type(record).__name__}; "
+                f"e.g. {example}"
+            )
+        for name, kind in fields.items():
+            if name not in record:
+                raise DatasetFormatError(f"{where}: field {name!r} is missing; each line needs {wanted}, e.g. {example}")
+            value = record[name]
+            if kind == "string" and not isinstance(value, str):
+                raise DatasetFormatError(
+                    f"{where}: field {name!r} must be a string, got {type(value).__name__} {value!r:.60}; "
+                    "put the text in double quotes."
+                )
+            if kind == "number" and not (_is_number(value) and math.isfinite(value)):
+                raise DatasetFormatError(
+                    f"{where}: field {name!r} must be a finite number, got {type(value).__name__} "
+                    f"{value!r:.60}; write it as a JSON number without quotes, e.g. 1.0."
+                )
+        records.append((where, record))
+    if not records:
+        raise DatasetFormatError(f"{path}: no records found (empty file?); write one JSON object per line, e.g. {example}")
+    return records
+
+
+def read_rewarded_jsonl(path: str | Path) -> list[RewardedCompletion]:
+    """Every `{"prompt", "completion", "reward"}` line of `path` (module docstring).
+
+    Raises:
+      DatasetFormatError: invalid JSON, a missing field, a field of the wrong type (a non-finite
+        reward included) or no record at all, naming the file and the line number.
+    """
+    fields = {"prompt": "string", "completion": "string", "reward": "number"}
+    return [
+        RewardedCompletion(r["prompt"], r["completion"], float(r["reward"]), where)
+        for where, r in _read_records(path, fields, _REWARD_EXAMPLE)
+    ]
+
+
+def read_preference_jsonl(path: str | Path) -> list[PreferencePair]:
+    """Every `{"prompt", "chosen", "rejected"}` line of `path` (module docstring); errors as
+    `read_rewarded_jsonl`."""
+    fields = {"prompt": "string", "chosen": "string", "rejected": "string"}
+    return [
+        PreferencePair(r["prompt"], r["chosen"], r["rejected"], where)
+        for where, r in _read_records(path, fields, _PAIR_EXAMPLE)
+    ]
+
+
+def encode_prompt_completions(
+    tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    max_prompt_tokens: int,
+    max_completion_tokens: int,
+    sources: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """`(tokens, mask, P)`: `[M, P + N]` chat prompts left-padded to P, then completion + eos,
+    right-padded to N (module docstring). `sources` name the rows in errors ('file:line')."""
+    if len(prompts) != len(completions) or not prompts:
+        raise ValueError(f"expected as many prompts as completions (> 0), got {len(prompts)} and {len(completions)}.")
+    prompt_tokens, prompt_mask = encode_prompts(
+        tokenizer, [Problem(prompt, "") for prompt in prompts], max_prompt_tokens, pad_to_multiple_of=16
+    )
+    encoded = []
+    for row, text in enumerate(completions):
+        ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+        if len(ids) > max_completion_tokens:
+            where = sources[row] if sources else f"row {row}"
+            raise ValueError(
+                f"{where}: the completion is {len(ids)} tokens long (with end-of-sequence), more than "
+                f"max_completion_tokens={max_completion_tokens}: raise --max-completion-tokens (completion "
+                f"starts {text[:40]!r})."
+            )
+        encoded.append(ids)
+    width = min(max_completion_tokens, -(-max(map(len, encoded)) // 8) * 8)
+    completion_tokens = np.full((len(encoded), width), tokenizer.pad_token_id or 0, np.int32)
+    completion_mask = np.zeros_like(completion_tokens, bool)
+    for row, ids in enumerate(encoded):
+        completion_tokens[row, : len(ids)] = ids
+        completion_mask[row, : len(ids)] = True
+    tokens = np.concatenate([prompt_tokens, completion_tokens], axis=1)
+    mask = np.concatenate([prompt_mask, completion_mask], axis=1)
+    return tokens, mask, prompt_tokens.shape[1]
+
+
+def encode_rewarded(
+    tokenizer, samples: Sequence[RewardedCompletion], max_prompt_tokens: int, max_completion_tokens: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """`(tokens [M, P + N], mask [M, P + N], rewards [M] float32, P)` of rewarded completions."""
+    tokens, mask, num_prompt_tokens = encode_prompt_completions(
+        tokenizer,
+        [s.prompt for s in samples],
+        [s.completion for s in samples],
+        max_prompt_tokens,
+        max_completion_tokens,
+        [s.source for s in samples],
+    )
+    return tokens, mask, np.asarray([s.reward for s in samples], np.float32), num_prompt_tokens
+
+
+def encode_pairs(
+    tokenizer, pairs: Sequence[PreferencePair], max_prompt_tokens: int, max_completion_tokens: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """`(tokens [M, 2, P + N], mask [M, 2, P + N], P)` of preference pairs: index 0 of axis 1 is the
+    chosen completion, 1 the rejected one (one shape for both)."""
+    sources = [p.source for p in pairs]
+    tokens, mask, num_prompt_tokens = encode_prompt_completions(
+        tokenizer,
+        [p.prompt for p in pairs] * 2,
+        [p.chosen for p in pairs] + [p.rejected for p in pairs],
+        max_prompt_tokens,
+        max_completion_tokens,
+        sources + sources,
+    )
+
+    def pair_up(x):  # [2M, L] (chosen rows, then rejected rows) -> [M, 2, L]
+        return x.reshape(2, len(pairs), x.shape[1]).swapaxes(0, 1)
+
+    return pair_up(tokens), pair_up(mask), num_prompt_tokens
+
+
+def pairs_from_rewarded(samples: Sequence[RewardedCompletion]) -> list[PreferencePair]:
+    """Preference pairs from rewarded completions: for each prompt (in order of first appearance),
+    its completions sorted by reward, the i-th best paired with the i-th worst while the first has
+    the strictly higher reward (a prompt whose completions all score the same gives no pair)."""
+    by_prompt: dict[str, list[RewardedCompletion]] = {}
+    for sample in samples:
+        by_prompt.setdefault(sample.prompt, []).append(sample)
+    pairs = []
+    for prompt, group in by_prompt.items():
+        ranked = sorted(group, key=lambda s: -s.reward)  # stable: file order among equal rewards
+        for better, worse in zip(ranked[: len(ranked) // 2], ranked[::-1]):
+            if better.reward > worse.reward:
+                pairs.append(PreferencePair(prompt, better.completion, worse.completion, better.source))
+    return pairs
+
+
+def write_jsonl(path: str | Path, records: Sequence[RewardedCompletion | PreferencePair]) -> None:
+    """Writes `records` in the format their reader reads (one JSON object per line; `source` is left out)."""
+    lines = []
+    for record in records:
+        fields = {name: getattr(record, name) for name in record.__dataclass_fields__ if name != "source"}
+        lines.append(json.dumps(fields, ensure_ascii=False) + "\n")
+    Path(path).write_text("".join(lines), encoding="utf-8")
