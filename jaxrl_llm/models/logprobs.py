@@ -66,6 +66,18 @@ def _teacher_forced_hidden(params, config: LlamaConfig, tokens, mask) -> tuple[j
     return hidden, mask
 
 
+def _completion_forward(params, config: LlamaConfig, tokens, mask, num_prompt_tokens: int):
+    """`_teacher_forced_hidden` of `tokens [B, P + N]`, after checking that the completion
+    `tokens[:, P:]` has a prompt before it."""
+    chex.assert_rank([tokens, mask], 2)
+    if not 0 < num_prompt_tokens < tokens.shape[1]:
+        raise ValueError(
+            f"num_prompt_tokens={num_prompt_tokens} must be in [1, {tokens.shape[1] - 1}] for tokens of "
+            f"length {tokens.shape[1]} (the completion needs a prompt before it)."
+        )
+    return _teacher_forced_hidden(params, config, tokens, mask)
+
+
 def token_logprobs_and_entropy(
     params, config: LlamaConfig, tokens: jax.Array, mask: jax.Array, temperature=1.0, chunk_size: int = 128
 ) -> tuple[jax.Array, jax.Array]:
@@ -120,13 +132,7 @@ def completion_logprobs_entropy_and_prompt_state(
     """`completion_logprobs_and_entropy` plus the final hidden state `[B, D]` at the last prompt
     position `P - 1` (the state that predicts the first completion token), from the same forward
     pass: what a value head on the decoder reads."""
-    chex.assert_rank([tokens, mask], 2)
-    if not 0 < num_prompt_tokens < tokens.shape[1]:
-        raise ValueError(
-            f"num_prompt_tokens={num_prompt_tokens} must be in [1, {tokens.shape[1] - 1}] for tokens of "
-            f"length {tokens.shape[1]} (the completion needs a prompt before it)."
-        )
-    hidden, mask = _teacher_forced_hidden(params, config, tokens, mask)
+    hidden, mask = _completion_forward(params, config, tokens, mask, num_prompt_tokens)
     logprobs, entropy = logprobs_from_hidden(
         params,
         config,
@@ -217,13 +223,7 @@ def completion_logit_stats(
     Equals `token_logit_stats(...)[:, P:]` for rows whose prompt part holds at least one real token,
     projecting only the N completion positions onto the vocabulary. Padding positions are 0.
     """
-    chex.assert_rank([tokens, mask], 2)
-    if not 0 < num_prompt_tokens < tokens.shape[1]:
-        raise ValueError(
-            f"num_prompt_tokens={num_prompt_tokens} must be in [1, {tokens.shape[1] - 1}] for tokens of "
-            f"length {tokens.shape[1]} (the completion needs a prompt before it)."
-        )
-    hidden, mask = _teacher_forced_hidden(params, config, tokens, mask)
+    hidden, mask = _completion_forward(params, config, tokens, mask, num_prompt_tokens)
     stats = logit_stats_from_hidden(
         params,
         config,

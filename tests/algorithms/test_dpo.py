@@ -4,6 +4,7 @@ bundled pairs, reproducibility, and the CLI with checkpoint and resume."""
 import jax
 import numpy as np
 import pytest
+from offline_lm_settings import OVERRIDES, TINY  # noqa: E402  (tests/algorithms/)
 
 from jaxrl_llm import cli
 from jaxrl_llm.algorithms import offline_lm
@@ -11,17 +12,6 @@ from jaxrl_llm.algorithms.lm_task import load_model
 from jaxrl_llm.data import offline
 from jaxrl_llm.training import CheckpointStore, make_train
 from jaxrl_llm.training.metrics import read_metrics
-
-OVERRIDES = {"hidden_size": "32", "intermediate_size": "64", "num_layers": "1", "num_heads": "2", "num_kv_heads": "1"}
-TINY = dict(
-    model="tiny",
-    model_overrides=OVERRIDES,
-    max_prompt_tokens=32,
-    max_completion_tokens=24,
-    batch_size=8,
-    learning_rate=3e-3,
-    num_updates=16,
-)
 
 
 @pytest.fixture(scope="module")
