@@ -11,6 +11,10 @@ holds whole groups because advantages are computed before the step.
 Full fine-tuning trains every parameter; `lora_rank > 0` trains low-rank adapters on
 the attention and MLP projections and keeps the base weights frozen, which are also
 the reference policy.
+
+`reward="l2t"` (L2T's dense information-gain reward, paper or released-code credit
+assignment) and `reward="length-penalty"` replace the group advantages of the outcome
+reward with those of `algorithms.l2t_rewards`; the default `"outcome"` path is unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import optax
 from flax import struct
 
 from jaxrl_llm import data
+from jaxrl_llm.algorithms import l2t_rewards
 from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig, LMTaskConfig, SFTConfig
 from jaxrl_llm.algorithms.lm_sft import make_sft
 from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model, load_problems, train_warm_up
@@ -65,6 +70,7 @@ class CompletionBatch:
 @struct.dataclass
 class LMCollectState:
     update: jax.Array  # int32 count of finished updates (selects the prompts: resumable)
+    reference_adapters: Any = None  # initial LoRA adapters (L2T's compression penalty), else None
 
 
 @dataclass(frozen=True)
@@ -364,13 +370,23 @@ def make_lm_grpo(
         partial(group_advantages, num_groups=config.prompts_per_update, normalization=config.normalization)
     )
     group_ids = jnp.repeat(jnp.arange(config.prompts_per_update), config.group_size)
+    shaping = l2t_rewards.make_reward_shaping(
+        config,
+        model_config,
+        run.tokenizer,
+        stop_tokens=run.stop_tokens,
+        num_slices_fn=partial(num_microbatches, config, model_config),
+        logprob_chunk=LOGPROB_CHUNK,
+        verbose=verbose,
+    )
 
     def init(key: jax.Array) -> tuple[TrainState, LMCollectState]:
         if config.lora_rank:
             trainable = lora_init(key, run.base_params, config.lora_rank, config.lora_alpha)
         else:
             trainable = run.base_params
-        return create_train_state(trainable, tx), LMCollectState(jnp.zeros((), jnp.int32))
+        reference = l2t_rewards.initial_reference(config, trainable)
+        return create_train_state(trainable, tx), LMCollectState(jnp.zeros((), jnp.int32), reference)
 
     def collect(state: LMCollectState, trainable, key: jax.Array, *, frozen):
         started = time.perf_counter()
@@ -402,7 +418,27 @@ def make_lm_grpo(
             num_slices=num_microbatches(config, model_config, config.batch_size, prompt_len, width),
         )
         ref_log_prob.block_until_ready()
-        advantage, advantage_metrics = advantages(jnp.asarray(reward), group_ids)
+        referenced = time.perf_counter()
+        if shaping is None:
+            advantage, advantage_metrics = advantages(jnp.asarray(reward), group_ids)
+            shaped_metrics = {}
+        else:
+            advantage, shaped_metrics = shaping(
+                trainable,
+                frozen,
+                state.reference_adapters,
+                prompt_tokens=prompt_tokens,
+                prompt_mask=prompt_mask,
+                completion_tokens=tokens,
+                completion_mask=completion_mask,
+                old_log_prob=out.logprobs[:, :width],
+                reward=reward,
+                correct=correct,
+                answers=[p.answer for p in problems],
+                group_ids=group_ids,
+            )
+            shaped_metrics["shaping_seconds"] = time.perf_counter() - referenced
+            advantage_metrics = {"zero_std_group_fraction": shaped_metrics.pop("zero_std_group_fraction")}
         batch = CompletionBatch(
             full_tokens,
             full_mask,
@@ -419,9 +455,10 @@ def make_lm_grpo(
             "completion_length_mean": float(completion_mask.sum(1).mean()),
             "sampled_tokens_per_second": generated / (sampled - started),
             "sample_seconds": sampled - started,
-            "reference_seconds": time.perf_counter() - sampled,
+            "reference_seconds": referenced - sampled,
+            **shaped_metrics,
         }
-        return LMCollectState(state.update + 1), batch, metrics
+        return state.replace(update=state.update + 1), batch, metrics
 
     return Algorithm(
         init,

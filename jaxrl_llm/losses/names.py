@@ -39,3 +39,20 @@ GIGPO_EPISODE_BASELINES = ("steps", "trajectories")
 # return (std of the episode group, or no scaling). "batch" has no GiGPO counterpart, so a setting
 # shared by GRPO and GiGPO takes its value from these keys.
 GROUP_TO_GIGPO_NORMALIZATION = {"group": "std", "none": "none"}
+
+# LM-GRPO `reward`: the task's outcome reward (exact match + format) with GRPO group advantages, L2T's
+# dense information-gain reward with its credit assignment (algorithms/l2t_rewards.py), or the
+# outcome plus a length penalty (the "length penalty" baseline of L2T's Table 1).
+LM_REWARDS = ("outcome", "l2t", "length-penalty")
+
+# information_gain: L2T credit assignment `variant`, J_r `kind` of `answer_score`, and the
+# `length_penalty_rewards` forms. information_gain.py keeps its own copies (CREDIT_VARIANTS, J_R_KINDS,
+# LENGTH_PENALTY_KINDS); tests/algorithms/test_lm_grpo_l2t.py checks that they agree.
+L2T_VARIANTS = ("paper", "code")
+L2T_SCORE_KINDS = ("prob", "geometric_mean_prob", "log_prob", "mean_log_prob")
+LENGTH_PENALTY_KINDS = ("kimi", "linear")
+
+# How an LM-GRPO L2T run splits a completion into episodes (rollout.episode_spans): fixed-length chunks
+# of tokens, `<episode_k>…</episode_k>` tags (the released code's format) or `<think>…</think>` blocks
+# (the paper's); completions without tags fall back to chunks.
+L2T_EPISODE_SPLITS = ("chunks", "episode-tags", "think-tags")

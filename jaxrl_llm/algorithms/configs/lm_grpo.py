@@ -6,7 +6,16 @@ import os
 from dataclasses import dataclass, field
 
 from jaxrl_llm.config import check_choice, check_range
-from jaxrl_llm.losses.names import GROUP_NORMALIZATIONS, KL_ESTIMATOR_NAMES, LOSS_AGG_MODES
+from jaxrl_llm.losses.names import (
+    GROUP_NORMALIZATIONS,
+    KL_ESTIMATOR_NAMES,
+    L2T_EPISODE_SPLITS,
+    L2T_SCORE_KINDS,
+    L2T_VARIANTS,
+    LENGTH_PENALTY_KINDS,
+    LM_REWARDS,
+    LOSS_AGG_MODES,
+)
 
 
 @dataclass(frozen=True)
@@ -112,9 +121,57 @@ class LMGRPOConfig(LMTaskConfig):
     """Prompts and completions are padded to a multiple of this (capped by the max lengths),
     so a batch of short prompts/completions runs a shorter program; 0 always pads to the
     maxima (a single compiled shape)."""
+    reward: str = "outcome"
+    """'outcome': exact match + format_reward_weight x format, GRPO group advantages; 'l2t': L2T's
+    dense information-gain process reward and credit assignment (--l2t-* fields,
+    algorithms/l2t_rewards.py); 'length-penalty': the outcome plus a length penalty
+    (--length-penalty-* fields), GRPO group advantages. 'l2t' always normalises by the group std
+    (normalization is read by the other two)."""
+    l2t_variant: str = "paper"
+    """'paper': L2T Algorithm 1 (episode rewards spread by surprise, truncated mean, token
+    advantages); 'code': the released code (one score per completion, no penalty)."""
+    l2t_episodes: str = "chunks"
+    """How completions split into episodes: 'chunks' of l2t_chunk_size tokens, 'episode-tags'
+    (<episode_k>...</episode_k>) or 'think-tags' (<think>...</think>); untagged completions fall
+    back to chunks."""
+    l2t_chunk_size: int = 8
+    """Tokens per episode for 'chunks' (and the untagged fallback)."""
+    l2t_max_episodes: int = 8
+    """Episode slots K per completion (static); later episodes merge into the last slot."""
+    l2t_answer_cue: str = "\n#### "
+    """Text forced after each episode boundary before the gold answer; J_r is the model's
+    teacher-forced probability of the gold answer's tokens after prefix + cue."""
+    l2t_score: str = "prob"
+    """J_r from the gold answer's log-probs: 'prob' (exp of the sum), 'geometric_mean_prob',
+    'log_prob' or 'mean_log_prob'."""
+    l2t_alpha: float = 0.8
+    """alpha: weight of the process reward in R_k = r_out / K + alpha r_k (paper variant)."""
+    l2t_beta: float = 0.6
+    """beta: weight of the parameter compression penalty (paper variant). The penalty needs LoRA
+    (lora_rank > 0: the proxy is the adapters minus their initial values); without LoRA it is off."""
+    l2t_fisher_damping: float = 1e-5
+    """lambda: damping of the rank-1 Fisher in the compression penalty."""
+    length_penalty_kind: str = "kimi"
+    """'kimi' (Kimi k1.5's per-group length reward) or 'linear' (coef x length / max_new_tokens)."""
+    length_penalty_coef: float = 1.0
+    """Weight of the length penalty (reward='length-penalty')."""
 
     def __post_init__(self):
         super().__post_init__()
+        check_choice(self, "reward", LM_REWARDS)
+        check_choice(self, "l2t_variant", L2T_VARIANTS)
+        check_choice(self, "l2t_episodes", L2T_EPISODE_SPLITS)
+        check_choice(self, "l2t_score", L2T_SCORE_KINDS)
+        check_choice(self, "length_penalty_kind", LENGTH_PENALTY_KINDS)
+        check_range(self, "l2t_chunk_size", 1)
+        check_range(self, "l2t_max_episodes", 1)
+        for name in ("l2t_alpha", "l2t_beta", "l2t_fisher_damping", "length_penalty_coef"):
+            check_range(self, name, 0.0)
+        if not self.l2t_answer_cue:
+            raise ValueError(
+                "LMGRPOConfig.l2t_answer_cue='' is invalid: must be non-empty text (the gold answer "
+                "is scored after the cue, whose last token predicts the answer's first token)."
+            )
         for name in ("num_updates", "prompts_per_update", "group_size", "max_new_tokens"):
             check_range(self, name, 1)
         check_range(self, "update_epochs", 1)
