@@ -6,18 +6,15 @@ final answer (commas allowed, as in `#### 1,200`).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
+from jaxrl_llm.data.jsonl import DatasetFormatError, read_jsonl_records
 from jaxrl_llm.data.problems import Problem
 
 _FINAL = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")
 SAMPLE_FILE = Path(__file__).with_name("samples") / "gsm8k_sample.jsonl"
-
-
-class DatasetFormatError(ValueError):
-    """A data file does not follow its format; the message names the file and line."""
+_EXAMPLE = '{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\\n#### 7"}'
 
 
 def parse_final_answer(solution: str) -> str | None:
@@ -33,21 +30,8 @@ def read_gsm8k_jsonl(path: str | Path) -> list[Problem]:
       DatasetFormatError: on invalid JSON, a missing/non-string field, or an answer
         without a final `#### <number>` line, naming the file and the line number.
     """
-    path = Path(path)
     problems = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DatasetFormatError(f"{where}: not valid JSON ({error.msg}).") from None
-        if not isinstance(record, dict):
-            raise DatasetFormatError(f"{where}: expected a JSON object with 'question' and 'answer'.")
-        for field in ("question", "answer"):
-            if not isinstance(record.get(field), str):
-                raise DatasetFormatError(f"{where}: field {field!r} is missing or not a string.")
+    for where, record in read_jsonl_records(path, {"question": "string", "answer": "string"}, _EXAMPLE, "problems"):
         final = parse_final_answer(record["answer"])
         if final is None:
             raise DatasetFormatError(
@@ -55,6 +39,4 @@ def read_gsm8k_jsonl(path: str | Path) -> list[Problem]:
                 f"{record['answer'][-40:]!r}."
             )
         problems.append(Problem(record["question"], final))
-    if not problems:
-        raise DatasetFormatError(f"{path}: no problems found (empty file?).")
     return problems

@@ -25,14 +25,13 @@ file gives one shape; `mask[:, P:]` marks the completion tokens (the actions).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from jaxrl_llm.data.gsm8k import DatasetFormatError
+from jaxrl_llm.data.jsonl import read_jsonl_records
 from jaxrl_llm.data.problems import Problem, encode_prompts
 
 SAMPLES = Path(__file__).with_name("samples")
@@ -60,53 +59,6 @@ class PreferencePair:
     source: str = field(default="", compare=False)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _read_records(path: str | Path, fields: dict[str, str], example: str) -> list[tuple[str, dict]]:
-    """`(where, record)` of every non-blank line; `fields` maps a name to 'string' or 'number'."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetFormatError(f"{path}: file not found.")
-    wanted = ", ".join(repr(name) for name in fields)
-    records = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DatasetFormatError(
-                f"{where}: not valid JSON ({error.msg} at column {error.colno}); each line must hold one "
-                f"JSON object, e.g. {example}"
-            ) from None
-        if not isinstance(record, dict):
-            raise DatasetFormatError(
-                f"{where}: expected a JSON object with fields {wanted}, got a JSON {type(record).__name__}; "
-                f"e.g. {example}"
-            )
-        for name, kind in fields.items():
-            if name not in record:
-                raise DatasetFormatError(f"{where}: field {name!r} is missing; each line needs {wanted}, e.g. {example}")
-            value = record[name]
-            if kind == "string" and not isinstance(value, str):
-                raise DatasetFormatError(
-                    f"{where}: field {name!r} must be a string, got {type(value).__name__} {value!r:.60}; "
-                    "put the text in double quotes."
-                )
-            if kind == "number" and not (_is_number(value) and math.isfinite(value)):
-                raise DatasetFormatError(
-                    f"{where}: field {name!r} must be a finite number, got {type(value).__name__} "
-                    f"{value!r:.60}; write it as a JSON number without quotes, e.g. 1.0."
-                )
-        records.append((where, record))
-    if not records:
-        raise DatasetFormatError(f"{path}: no records found (empty file?); write one JSON object per line, e.g. {example}")
-    return records
-
-
 def read_rewarded_jsonl(path: str | Path) -> list[RewardedCompletion]:
     """Every `{"prompt", "completion", "reward"}` line of `path` (module docstring).
 
@@ -117,7 +69,7 @@ def read_rewarded_jsonl(path: str | Path) -> list[RewardedCompletion]:
     fields = {"prompt": "string", "completion": "string", "reward": "number"}
     return [
         RewardedCompletion(r["prompt"], r["completion"], float(r["reward"]), where)
-        for where, r in _read_records(path, fields, _REWARD_EXAMPLE)
+        for where, r in read_jsonl_records(path, fields, _REWARD_EXAMPLE)
     ]
 
 
@@ -127,7 +79,7 @@ def read_preference_jsonl(path: str | Path) -> list[PreferencePair]:
     fields = {"prompt": "string", "chosen": "string", "rejected": "string"}
     return [
         PreferencePair(r["prompt"], r["chosen"], r["rejected"], where)
-        for where, r in _read_records(path, fields, _PAIR_EXAMPLE)
+        for where, r in read_jsonl_records(path, fields, _PAIR_EXAMPLE)
     ]
 
 
