@@ -49,11 +49,15 @@ def check_choice(config: Any, field: str, choices: Iterable[Any]) -> None:
         _fail(config, field, f"must be one of {choices}")
 
 
-def check_divides(config: Any, numerator: str, denominator: str) -> None:
-    """Checks `config.denominator` divides `config.numerator` exactly."""
+PER_DEVICE_SHARE = " (and its per-device share when running data-parallel)"
+"""`check_divides` note of a batch size that is split over devices too."""
+
+
+def check_divides(config: Any, numerator: str, denominator: str, note: str = "") -> None:
+    """Checks `config.denominator` divides `config.numerator` exactly (`note` ends the message)."""
     n, d = getattr(config, numerator), getattr(config, denominator)
     if n % d:
-        _fail(config, denominator, f"must divide {numerator}={n} exactly")
+        _fail(config, denominator, f"must divide {numerator}={n} exactly{note}")
 
 
 ACTIVATIONS = ("tanh", "relu", "gelu")

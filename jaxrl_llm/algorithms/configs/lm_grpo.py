@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from jaxrl_llm.config import check_choice, check_range
+from jaxrl_llm.config import PER_DEVICE_SHARE, check_choice, check_divides, check_range
 from jaxrl_llm.losses.names import (
     GROUP_NORMALIZATIONS,
     KL_ESTIMATOR_NAMES,
@@ -72,11 +72,8 @@ class SFTConfig(LMTaskConfig):
         check_range(self, "learning_rate", 0.0, low_inclusive=False)
         check_range(self, "max_grad_norm", 0.0)
         check_range(self, "micro_batch_size", 0)
-        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
-            raise ValueError(
-                f"SFTConfig.micro_batch_size={self.micro_batch_size} is invalid: must divide "
-                f"batch_size={self.batch_size} (and its per-device share when running data-parallel)."
-            )
+        if self.micro_batch_size:
+            check_divides(self, "batch_size", "micro_batch_size", PER_DEVICE_SHARE)
 
 
 @dataclass(frozen=True)

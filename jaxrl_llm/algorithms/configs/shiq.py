@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from jaxrl_llm.config import check_choice, check_range
+from jaxrl_llm.config import PER_DEVICE_SHARE, check_choice, check_divides, check_range
 from jaxrl_llm.losses.names import LOSS_AGG_MODES
 
 
@@ -52,11 +52,8 @@ class OfflineLMConfig:
         check_range(self, "lora_rank", 0)
         check_range(self, "lora_alpha", 0.0, low_inclusive=False)
         check_range(self, "micro_batch_size", 0)
-        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
-            raise ValueError(
-                f"{name}.micro_batch_size={self.micro_batch_size} is invalid: must divide "
-                f"batch_size={self.batch_size} (and its per-device share when running data-parallel)."
-            )
+        if self.micro_batch_size:
+            check_divides(self, "batch_size", "micro_batch_size", PER_DEVICE_SHARE)
 
 
 @dataclass(frozen=True)
