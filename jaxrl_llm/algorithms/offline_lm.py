@@ -6,7 +6,7 @@ Both read a fixed JSON Lines dataset (`data/offline.py`), tokenised once into `[
 
 * **ShiQ** (Clavier et al. 2025, arXiv 2505.11081; `losses/bellman.py::shiq_loss`): token-level soft
   Q-learning with q_θ = β (ℓ_θ − ℓ_ref) read from the logits, the sequence reward R on the last
-  completion token (its eos), multi-step residual Δ_t = v_θ(s_t) + Σ_{k≥t} [β log π_θ/π_ref(a_k|s_k)
+  completion token (its eos), or each turn's reward on the turn's last token, multi-step residual Δ_t = v_θ(s_t) + Σ_{k≥t} [β log π_θ/π_ref(a_k|s_k)
   − r_k] by default. The learned policy is a plain softmax of the learned logits: sampling and
   evaluation need neither the reference nor a temperature.
 * **DPO** (Rafailov et al. 2023, arXiv 2305.18290; `losses/preference.py::dpo_loss`):
@@ -37,7 +37,7 @@ from jaxrl_llm.algorithms.configs.shiq import OfflineLMConfig, ShiQConfig
 from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model
 from jaxrl_llm.data import Problem, exact_match_reward, offline
 from jaxrl_llm.data.problems import encode_prompts
-from jaxrl_llm.losses.bellman import sequence_reward_to_tokens, shiq_loss
+from jaxrl_llm.losses.bellman import shiq_loss
 from jaxrl_llm.losses.preference import dpo_loss
 from jaxrl_llm.models.logprobs import LogitStats, completion_logit_stats
 from jaxrl_llm.models.lora import apply_lora, lora_init
@@ -70,7 +70,7 @@ __all__ = [
 class RewardedBatch:
     tokens: jax.Array  # [B, P + N]
     mask: jax.Array  # [B, P + N] real tokens; mask[:, P:] are the actions
-    rewards: jax.Array  # [B] sequence reward
+    rewards: jax.Array  # [B, N] reward on each completion token (a turn's on its last token)
     num_prompt_tokens: int = struct.field(pytree_node=False)
 
 
@@ -193,7 +193,7 @@ def shiq_objective(params, reference, batch: RewardedBatch, norm, *, config: Shi
         stats.logsumexp,
         ref.target_logit,
         ref.logsumexp,
-        sequence_reward_to_tokens(batch.rewards, actions),
+        batch.rewards,
         actions,
         beta=config.beta,
         one_step_coef=config.one_step_coef,
@@ -202,7 +202,7 @@ def shiq_objective(params, reference, batch: RewardedBatch, norm, *, config: Shi
         loss_agg_mode=config.loss_agg_mode,
         norm_constant=norm,
     )
-    return loss, {**info, "loss": loss, "reward_mean": batch.rewards.mean()}
+    return loss, {**info, "loss": loss, "reward_mean": batch.rewards.sum(-1).mean()}
 
 
 def dpo_objective(params, reference, batch: PairBatch, norm, *, config: DPOConfig, model_config):

@@ -16,13 +16,42 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite_number(value) -> bool:
+    return _is_number(value) and math.isfinite(value)
+
+
+_KIND_CHECKS = {
+    "string": (lambda value: isinstance(value, str), "a string", "put the text in double quotes"),
+    "number": (_is_finite_number, "a finite number", "write it as a JSON number without quotes, e.g. 1.0"),
+}
+
+
+def _check_field(where: str, name: str, kind: str, value) -> None:
+    base, _, listed = kind.partition(" or ")
+    is_valid, description, fix = _KIND_CHECKS[base]
+    if listed and isinstance(value, list):
+        if value and all(is_valid(item) for item in value):
+            return
+        raise DatasetFormatError(
+            f"{where}: field {name!r} must be {description} or a non-empty list of them, got "
+            f"{value!r:.60}; {fix}."
+        )
+    if not is_valid(value):
+        either = " (or a list of them)" if listed else ""
+        raise DatasetFormatError(
+            f"{where}: field {name!r} must be {description}{either}, got {type(value).__name__} "
+            f"{value!r:.60}; {fix}."
+        )
+
+
 def read_jsonl_records(
     path: str | Path, fields: dict[str, str], example: str, what: str = "records"
 ) -> list[tuple[str, dict]]:
     """`(where, record)` of every non-blank line of a JSON Lines file, `where` = "path:line".
 
-    `fields` maps each required field to 'string' or 'number' (finite); `example` is a valid
-    line quoted in the errors; `what` names the records in the empty-file error.
+    `fields` maps each required field to its kind: 'string', 'number' (finite), or
+    'string or list' / 'number or list' (also a non-empty JSON list of them); `example` is a
+    valid line quoted in the errors; `what` names the records in the empty-file error.
 
     Raises:
       DatasetFormatError: a missing file, invalid JSON, a non-object line, a missing or
@@ -52,17 +81,7 @@ def read_jsonl_records(
         for name, kind in fields.items():
             if name not in record:
                 raise DatasetFormatError(f"{where}: field {name!r} is missing; each line needs {wanted}, e.g. {example}")
-            value = record[name]
-            if kind == "string" and not isinstance(value, str):
-                raise DatasetFormatError(
-                    f"{where}: field {name!r} must be a string, got {type(value).__name__} {value!r:.60}; "
-                    "put the text in double quotes."
-                )
-            if kind == "number" and not (_is_number(value) and math.isfinite(value)):
-                raise DatasetFormatError(
-                    f"{where}: field {name!r} must be a finite number, got {type(value).__name__} "
-                    f"{value!r:.60}; write it as a JSON number without quotes, e.g. 1.0."
-                )
+            _check_field(where, name, kind, record[name])
         records.append((where, record))
     if not records:
         raise DatasetFormatError(f"{path}: no {what} found (empty file?); write one JSON object per line, e.g. {example}")

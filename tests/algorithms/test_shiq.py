@@ -63,7 +63,7 @@ def test_the_policy_moves_towards_rewarded_completions(loaded, trained):
         return np.asarray(stats.logprob.sum(-1))
 
     gain = completion_logps(state.train_state.params) - completion_logps(loaded.params)
-    rewarded = np.asarray(data.rewards) == 1.0
+    rewarded = np.asarray(data.rewards).sum(-1) == 1.0
     assert gain[rewarded].mean() > gain[~rewarded].mean() + 0.5, (gain[rewarded].mean(), gain[~rewarded].mean())
 
 

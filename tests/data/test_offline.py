@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxrl_llm.data import DatasetFormatError, offline
+from jaxrl_llm.losses.bellman import sequence_reward_to_tokens, turn_rewards_to_tokens
 from jaxrl_llm.models.char_tokenizer import char_tokenizer
 
 
@@ -30,11 +31,16 @@ REWARD_LINE = '{"prompt": "What is 1 + 1?", "completion": "#### 2", "reward": 1.
     [
         ('{"prompt": "What is 1 + 1?", "reward": 1.0}', r"field 'completion' is missing; each line needs"),
         ('{"prompt": "What is 1 + 1?", "completion": "#### 2", "reward": 1.0', r"not valid JSON \(.*column"),
-        ('{"prompt": "1 + 1?", "completion": "#### 2", "reward": "1.0"}', r"'reward' must be a finite number, got str"),
+        ('{"prompt": "1 + 1?", "completion": "#### 2", "reward": "1.0"}', r"'reward' must be a finite number \(or a list of them\), got str"),
         ('{"prompt": 11, "completion": "#### 2", "reward": 1.0}', r"'prompt' must be a string, got int 11"),
         ('{"prompt": "1 + 1?", "completion": "#### 2", "reward": NaN}', r"'reward' must be a finite number"),
-        ('{"prompt": "1 + 1?", "completion": "#### 2", "reward": true}', r"'reward' must be a finite number, got bool"),
+        ('{"prompt": "1 + 1?", "completion": "#### 2", "reward": true}', r"'reward' must be a finite number \(or a list of them\), got bool"),
         ('["1 + 1?", "#### 2", 1.0]', r"expected a JSON object with fields 'prompt', 'completion', 'reward', got a JSON list"),
+        ('{"prompt": "1 + 1?", "completion": ["1 + 1", " = 2"], "reward": [1.0]}', r"2 turn\(s\) needs one reward per turn"),
+        ('{"prompt": "1 + 1?", "completion": "#### 2", "reward": [1.0]}', r"1 turn\(s\) needs one reward per turn"),
+        ('{"prompt": "1 + 1?", "completion": ["a", 2], "reward": [1.0, 0.0]}', r"'completion' must be a string or a non-empty list of them"),
+        ('{"prompt": "1 + 1?", "completion": [], "reward": []}', r"'completion' must be a string or a non-empty list"),
+        ('{"prompt": "1 + 1?", "completion": "#### 2", "reward": {"r": 1}}', r"'reward' must be a finite number \(or a list of them\), got dict"),
     ],
 )
 def test_a_malformed_rewarded_line_names_file_line_and_field(tmp_path, bad_line, message):
@@ -67,7 +73,8 @@ def test_encoding_left_pads_prompts_and_right_pads_completions_with_eos():
     samples = offline.read_rewarded_jsonl(offline.REWARDS_SAMPLE_FILE)[:3]
     tokens, mask, rewards, prompt_len = offline.encode_rewarded(tokenizer, samples, 64, 32)
     assert prompt_len % 16 == 0 and tokens.shape == mask.shape and tokens.shape[1] == prompt_len + 24
-    np.testing.assert_array_equal(rewards, [s.reward for s in samples])
+    np.testing.assert_array_equal(rewards.sum(1), [s.reward for s in samples])
+    np.testing.assert_array_equal(rewards, sequence_reward_to_tokens(rewards.sum(1), mask[:, prompt_len:]))
     for row, sample in enumerate(samples):
         prompt = tokenizer.decode(tokens[row, :prompt_len][mask[row, :prompt_len]])
         assert prompt == f"Q: {sample.prompt}\nA: " and mask[row, prompt_len - 1]  # the chat template
@@ -105,3 +112,34 @@ def test_pairs_from_rewarded_and_a_written_file_reads_back(tmp_path):
         path = tmp_path / "written.jsonl"
         offline.write_jsonl(path, records)
         assert read(path) == records
+
+
+def test_turn_rewards_sit_on_the_last_token_of_each_turn(tmp_path):
+    """A completion given as turns: ids = each turn's ids concatenated + eos, each turn's reward on
+    its last token (the last turn's on eos), as `turn_rewards_to_tokens` places them."""
+    path = tmp_path / "turns.jsonl"
+    path.write_text(
+        '{"prompt": "What is 1 + 2 + 3?", "completion": ["1 + 2 = 3.", " 3 + 3 = 6."], "reward": [0.5, 1]}\n'
+        '{"prompt": "What is 2 + 2?", "completion": "#### 4", "reward": 1.0}\n'
+    )
+    samples = offline.read_rewarded_jsonl(path)
+    assert samples[0].turns == (("1 + 2 = 3.", " 3 + 3 = 6."), (0.5, 1.0)) and samples[0].total_reward == 1.5
+    assert samples[0].text == "1 + 2 = 3. 3 + 3 = 6." and samples[1].turns == (("#### 4",), (1.0,))
+    tokenizer = char_tokenizer()
+    tokens, mask, rewards, prompt_len = offline.encode_rewarded(tokenizer, samples, 64, 32)
+    actions = mask[:, prompt_len:]
+    first_turn = len("1 + 2 = 3.")
+    turn_ids = np.stack([np.arange(actions.shape[1]) >= first_turn, np.zeros(actions.shape[1])]).astype(int)
+    expected = turn_rewards_to_tokens(np.asarray([[0.5, 1.0], [1.0, 0.0]]), turn_ids, actions)
+    np.testing.assert_array_equal(rewards, expected)
+    assert rewards[0, first_turn - 1] == 0.5 and tokenizer.decode(tokens[0, prompt_len:][actions[0]][:-1]) == samples[0].text
+    offline.write_jsonl(tmp_path / "back.jsonl", samples)
+    assert offline.read_rewarded_jsonl(tmp_path / "back.jsonl") == samples
+    pair = offline.pairs_from_rewarded([samples[0], offline.RewardedCompletion(samples[0].prompt, "#### 7", 0.0)])
+    assert pair == [offline.PreferencePair(samples[0].prompt, samples[0].text, "#### 7")]
+
+
+def test_an_empty_inner_turn_is_refused():
+    sample = offline.RewardedCompletion("What is 1 + 1?", ("1 + 1", "", " = 2"), (0.0, 0.0, 1.0), "f.jsonl:4")
+    with pytest.raises(ValueError, match=r"^f.jsonl:4: turn 1 of the completion is empty"):
+        offline.encode_rewarded(char_tokenizer(), [sample], 64, 32)
