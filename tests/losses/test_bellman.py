@@ -8,7 +8,6 @@ ragged batches; (c) at θ = θ_ref the loss reduces to the reward-only residual.
 """
 
 import functools
-import itertools
 
 from absl.testing import parameterized
 import chex
@@ -26,49 +25,15 @@ from jaxrl_llm.losses.bellman import (
     turn_rewards_to_tokens,
 )
 from jaxrl_llm.losses.preference import dro_loss
+from jaxrl_llm.losses.reference.soft_tree_mdp import random_tree_mdp
 
+# Tree MDP (losses/reference/soft_tree_mdp.py): depth 3, 3 actions, deterministic transitions.
 # ==============================================================================================
-# Tree MDP: heap-indexed states, child(s, a) = s·A + a + 1; ids ≥ NUM_STATES are terminal leaves.
-# ==============================================================================================
-
-NUM_ACTIONS, DEPTH = 3, 3
-NUM_STATES = (NUM_ACTIONS**DEPTH - 1) // (NUM_ACTIONS - 1)  # internal nodes: 13
 
 
-def child(state, action):
-    return state * NUM_ACTIONS + action + 1
-
-
-def all_paths():
-    """(states, actions) `[A^D, D]` of every root-to-leaf path."""
-    states, actions = [], []
-    for path in itertools.product(range(NUM_ACTIONS), repeat=DEPTH):
-        state, row = 0, []
-        for action in path:
-            row.append(state)
-            state = child(state, action)
-        states.append(row)
-        actions.append(path)
-    return np.array(states), np.array(actions)
-
-
-def soft_value_iteration(rewards, ref_logits, beta):
-    """float64 q*, v* of the KL-regularised tree MDP (children have larger ids: one backward sweep)."""
-    log_ref = ref_logits - np.log(np.exp(ref_logits).sum(-1, keepdims=True))
-    q = np.zeros((NUM_STATES, NUM_ACTIONS))
-    v = np.zeros(NUM_STATES)
-    for state in reversed(range(NUM_STATES)):
-        for action in range(NUM_ACTIONS):
-            nxt = child(state, action)
-            q[state, action] = rewards[state, action] + (v[nxt] if nxt < NUM_STATES else 0.0)
-        z = log_ref[state] + q[state] / beta
-        v[state] = beta * (z.max() + np.log(np.exp(z - z.max()).sum()))
-    return q, v
-
-
-def tree_batch(logits, ref_logits, rewards):
+def tree_batch(mdp, logits, ref_logits, rewards):
     """Per-token ShiQ inputs `[A^D, D]` of every path under tabular logits `[S, A]`."""
-    states, actions = all_paths()
+    states, actions = mdp.all_paths()
     lse, ref_lse = jax.nn.logsumexp(logits, -1), jax.nn.logsumexp(ref_logits, -1)
     return dict(
         target_logits=logits[states, actions],
@@ -78,16 +43,6 @@ def tree_batch(logits, ref_logits, rewards):
         rewards=rewards[states, actions],
         mask=jnp.ones(states.shape, bool),
     )
-
-
-def tree_problem(seed, sequence_level):
-    rng = np.random.default_rng(seed)
-    ref_logits = rng.normal(size=(NUM_STATES, NUM_ACTIONS))
-    rewards = rng.uniform(-1.0, 1.0, size=(NUM_STATES, NUM_ACTIONS))
-    if sequence_level:  # a reward only when the leaf is reached (on the last token)
-        first_leaf_parent = (NUM_ACTIONS ** (DEPTH - 1) - 1) // (NUM_ACTIONS - 1)
-        rewards[:first_leaf_parent] = 0.0
-    return ref_logits, rewards
 
 
 LOSS_VARIANTS = {
@@ -102,15 +57,16 @@ class TreeMDPTest(parameterized.TestCase):
     @parameterized.parameters(False, True)
     def test_loss_is_zero_at_the_soft_optimum_and_only_there(self, sequence_level):
         beta = 0.5
-        ref_logits, rewards = tree_problem(0, sequence_level)
-        q_star, v_star = soft_value_iteration(rewards, ref_logits, beta)
+        mdp = random_tree_mdp(0, sequence_level=sequence_level)
+        ref_logits, rewards = mdp.ref_logits, mdp.rewards
+        q_star, v_star = mdp.soft_optimum(beta)
         optimum = ref_logits + q_star / beta
         # a per-state shift of the logits leaves the policy unchanged but breaks the Bellman equations
-        shifted = optimum + np.arange(NUM_STATES)[:, None] * 0.1
+        shifted = optimum + np.arange(mdp.num_states)[:, None] * 0.1
 
         @jax.jit
         def every_variant(logits):
-            batch = tree_batch(logits, jnp.asarray(ref_logits, jnp.float32), jnp.asarray(rewards, jnp.float32))
+            batch = tree_batch(mdp, logits, jnp.asarray(ref_logits, jnp.float32), jnp.asarray(rewards, jnp.float32))
             results = [shiq_loss(**batch, beta=beta, **variant) for variant in LOSS_VARIANTS.values()]
             return jnp.stack([loss for loss, _ in results]), results[0][1]["initial_value_mean"]
 
@@ -128,15 +84,16 @@ class TreeMDPTest(parameterized.TestCase):
     )
     def test_gradient_descent_from_the_reference_reaches_the_optimal_policy(self, variant, sequence_level):
         beta = 0.5
-        ref_logits, rewards = tree_problem(1, sequence_level)
-        q_star, v_star = soft_value_iteration(rewards, ref_logits, beta)
-        optimal_log_policy = jax.nn.log_softmax(ref_logits + q_star / beta, axis=-1)
+        mdp = random_tree_mdp(1, sequence_level=sequence_level)
+        ref_logits, rewards = mdp.ref_logits, mdp.rewards
+        q_star, _ = mdp.soft_optimum(beta)
+        optimal_log_policy = mdp.optimal_log_policy(beta)
         ref_logits32 = jnp.asarray(ref_logits, jnp.float32)
         rewards32 = jnp.asarray(rewards, jnp.float32)
         optimizer = optax.adam(0.05)
 
         def objective(logits):
-            return shiq_loss(**tree_batch(logits, ref_logits32, rewards32), beta=beta, **LOSS_VARIANTS[variant])[0]
+            return shiq_loss(**tree_batch(mdp, logits, ref_logits32, rewards32), beta=beta, **LOSS_VARIANTS[variant])[0]
 
         @jax.jit
         def train(logits):
