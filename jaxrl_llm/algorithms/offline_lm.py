@@ -131,12 +131,15 @@ def sample_rewarded_dataset(
     temperature: float = 1.0,
     max_prompt_tokens: int = 256,
     prompts_per_call: int = 16,
+    score: Callable[[str, Problem], tuple[tuple[str, ...], tuple[float, ...]]] | None = None,
 ) -> list[offline.RewardedCompletion]:
     """An offline dataset drawn from the model itself (usually the reference): `samples_per_problem`
     completions of each problem's chat prompt, rewarded 1.0 / 0.0 by exact match of the final
-    answer (`data.exact_match_reward`). Write it with `data.offline.write_jsonl`, or turn it into
-    DPO pairs with `data.offline.pairs_from_rewarded`. A completion cut at `max_new_tokens` keeps
-    its reward as the terminal reward (ShiQ appends eos when it reads the text back)."""
+    answer (`data.exact_match_reward`), or cut into turns with a reward each by
+    `score(text, problem) -> (turn texts, turn rewards)` (the turns must join into `text`). Write
+    it with `data.offline.write_jsonl`, or turn it into DPO pairs with
+    `data.offline.pairs_from_rewarded`. A completion cut at `max_new_tokens` keeps its reward as
+    the terminal reward (ShiQ appends eos when it reads the text back)."""
     tokenizer = loaded.tokenizer
     sample = jax.jit(
         partial(
@@ -160,8 +163,15 @@ def sample_rewarded_dataset(
         for row, (ids, real) in enumerate(zip(completion_tokens, completion_mask)):
             problem = chunk[row // samples_per_problem]  # rows are problem-major
             text = tokenizer.decode([t for t in ids[real].tolist() if t not in stops], skip_special_tokens=True)
-            reward = exact_match_reward(text, problem.answer)
-            records.append(offline.RewardedCompletion(problem.question, text, reward, "sampled"))
+            if score is None:
+                records.append(
+                    offline.RewardedCompletion(problem.question, text, exact_match_reward(text, problem.answer), "sampled")
+                )
+                continue
+            turns, rewards = score(text, problem)
+            if "".join(turns) != text:
+                raise ValueError(f"score({text!r}, ...) returned turns {turns!r} that do not join into the text.")
+            records.append(offline.RewardedCompletion(problem.question, tuple(turns), tuple(rewards), "sampled"))
     return records
 
 

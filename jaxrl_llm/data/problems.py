@@ -29,6 +29,8 @@ def encode_prompts(
     to that multiple (capped at `max_prompt_tokens`): shorter batches then run shorter
     programs, at the cost of one compilation per distinct P.
     """
+    if not problems:
+        raise ValueError("No prompts to encode: the problem list is empty (check the dataset or the filter that built it).")
     encoded = []
     for problem in problems:
         text = tokenizer.apply_chat_template(

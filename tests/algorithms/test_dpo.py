@@ -97,3 +97,26 @@ def test_a_dataset_sampled_from_the_reference_is_rewarded_by_exact_match(loaded,
     config = offline_lm.ShiQConfig(**{**TINY, "data_path": str(tmp_path / "sampled.jsonl"), "max_completion_tokens": 9})
     algorithm = offline_lm.make_shiq(config, loaded)
     assert algorithm.frozen.data.tokens.shape[0] == 7
+
+
+def test_a_sampled_dataset_scored_by_turns_keeps_each_turn_and_its_reward(loaded):
+    from jaxrl_llm.data import Problem
+
+    def first_character_then_rest(text, problem):
+        return (text[:1], text[1:]), (1.0, float(len(text) > 1))
+
+    problems = [Problem("What is 1 + 1?", "2"), Problem("What is 2 * 3?", "6")]
+    samples = offline_lm.sample_rewarded_dataset(
+        loaded, problems, jax.random.PRNGKey(1), samples_per_problem=2, max_new_tokens=6, max_prompt_tokens=32,
+        score=first_character_then_rest,
+    )
+    for sample in samples:
+        texts, rewards = sample.turns
+        assert len(texts) == 2 and "".join(texts) == sample.text and rewards == (1.0, float(len(sample.text) > 1))
+
+    def broken(text, problem):
+        return (text + "!",), (1.0,)
+
+    with pytest.raises(ValueError, match="do not join into the text"):
+        offline_lm.sample_rewarded_dataset(loaded, problems[:1], jax.random.PRNGKey(1), samples_per_problem=1,
+                                           max_new_tokens=4, max_prompt_tokens=32, score=broken)

@@ -59,3 +59,14 @@ def test_loro_curves_end_at_the_summary_of_the_run():
         metrics = {"eval_return_mean": evals[seed], "episode_return_mean": zeros, "episodes": zeros}
         summary = loro.summarize(metrics, config.eval_every)
         np.testing.assert_allclose(cumulative[seed, -1], summary["cumulative_eval_return"])
+
+
+def test_shiq_two_step_task_rewards_the_partial_sum_and_the_total_turn_by_turn():
+    shiq = driver("shiq")
+    problem = shiq.Problem("What is 3 + 4 + 5?", "12")
+    assert shiq.score_partial_then_total("7, 12", problem) == (("7,", " 12"), (1.0, 1.0))
+    assert shiq.score_partial_then_total("8, 12", problem) == (("8,", " 12"), (0.0, 1.0))
+    assert shiq.score_partial_then_total("7, 13", problem) == (("7,", " 13"), (1.0, 0.0))
+    assert shiq.score_partial_then_total("12", problem) == (("12",), (1.0,))  # no comma: one turn
+    gold = shiq.TASKS["a + b + c (turn-wise)"].solution(problem)
+    assert gold == "7, 12" and sum(shiq.score_partial_then_total(gold, problem)[1]) == shiq.TASKS["a + b + c (turn-wise)"].max_reward
