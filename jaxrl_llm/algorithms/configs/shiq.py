@@ -67,7 +67,9 @@ class ShiQConfig(OfflineLMConfig):
     multi_step_coef: float = 1.0
     """Weight of the multi-step (telescoped to the end of the completion) residual ½ Δ_t²."""
     stop_gradient_targets: bool = False
-    """Semi-gradient: differentiate only q_θ(s_t, a_t), not the targets (default: the full residual)."""
+    """Semi-gradient: differentiate only q_θ(s_t, a_t), not the targets (default: the full residual).
+    In experiments/shiq it converged far faster on a tree MDP with token-wise rewards and was as
+    good or better on the tiny-LM tasks."""
     loss_agg_mode: str = "token-mean"
     """How the squared residuals are averaged over tokens and rows (policy_gradient.aggregate_loss)."""
 
