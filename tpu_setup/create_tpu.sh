@@ -8,21 +8,24 @@ source "$SCRIPT_DIR/config.sh"
 
 usage() {
   cat <<USAGE
-Usage: $(basename "$0") [-h]
+Usage: $(basename "$0") [--dry-run] [-h]
 
 Creates TPU VM '$TPU_NAME' ($ACCELERATOR_TYPE, image $RUNTIME_VERSION) in $ZONE.
   Single host:  ACCELERATOR_TYPE=v4-8 $(basename "$0")
   Multi-host:   ACCELERATOR_TYPE=v5litepod-16 RUNTIME_VERSION=v2-alpha-tpuv5-lite ZONE=us-west4-a $(basename "$0")
+  --dry-run  print the gcloud commands instead of running them (same as DRY_RUN=1)
 Environment: PROJECT TPU_NAME ZONE ACCELERATOR_TYPE RUNTIME_VERSION SPOT=1 (see config.sh).
 Next: ./tpu_setup/provision.sh
 USAGE
 }
 
-if [[ $# -gt 0 ]]; then
-  usage
-  [[ "$1" == "-h" || "$1" == "--help" ]] && exit 0
-  exit 2
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY_RUN=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
 require_gcloud
 
 extra=()
@@ -31,11 +34,12 @@ if [[ "$SPOT" == "1" ]]; then
 fi
 
 echo "Creating $TPU_NAME: $ACCELERATOR_TYPE, $RUNTIME_VERSION, zone $ZONE, project ${PROJECT:-<gcloud default>}"
-gcloud compute tpus tpu-vm create "$TPU_NAME" "${TPU_FLAGS[@]}" \
+run_gcloud compute tpus tpu-vm create "$TPU_NAME" "${TPU_FLAGS[@]}" \
   --accelerator-type="$ACCELERATOR_TYPE" \
   --version="$RUNTIME_VERSION" \
   "${extra[@]}"
 
-echo "Workers: $(num_workers)"
-gcloud compute tpus tpu-vm describe "$TPU_NAME" "${TPU_FLAGS[@]}" \
+count_workers
+echo "Workers: $WORKERS"
+run_gcloud compute tpus tpu-vm describe "$TPU_NAME" "${TPU_FLAGS[@]}" \
   --format='table(name.basename(), acceleratorType, state, networkEndpoints[].ipAddress)'

@@ -8,11 +8,12 @@ source "$SCRIPT_DIR/config.sh"
 
 usage() {
   cat <<USAGE
-Usage: $(basename "$0") [-y] [--logs]
+Usage: $(basename "$0") [-y] [--logs] [--dry-run]
 
 Deletes TPU VM '$TPU_NAME' in $ZONE. Local files are untouched; files on the workers are lost.
-  -y       do not ask for confirmation
-  --logs   copy the workers' logs to ./$LOCAL_LOG_DIR/ first (launch.sh --logs)
+  -y         do not ask for confirmation
+  --logs     copy the workers' logs to ./$LOCAL_LOG_DIR/ first (launch.sh --logs)
+  --dry-run  print the gcloud commands instead of running them (same as DRY_RUN=1)
 USAGE
 }
 
@@ -22,18 +23,21 @@ for arg in "$@"; do
   case "$arg" in
     -y | --yes) yes=1 ;;
     --logs) logs=1 ;;
+    --dry-run) DRY_RUN=1 ;;
     -h | --help) usage; exit 0 ;;
-    *) usage; exit 2 ;;
+    *) usage >&2; exit 2 ;;
   esac
 done
 require_gcloud
 
 if [[ "$logs" == "1" ]]; then
-  "$SCRIPT_DIR/launch.sh" --logs
+  bash "$SCRIPT_DIR/launch.sh" --logs
 fi
 quiet=()
 if [[ "$yes" == "1" ]]; then
   quiet+=(--quiet)
 fi
-gcloud compute tpus tpu-vm delete "$TPU_NAME" "${TPU_FLAGS[@]}" "${quiet[@]}"
-echo "Deleted $TPU_NAME. Check nothing is left: gcloud compute tpus tpu-vm list --zone=$ZONE"
+run_gcloud compute tpus tpu-vm delete "$TPU_NAME" "${TPU_FLAGS[@]}" "${quiet[@]}"
+if [[ "$DRY_RUN" != "1" ]]; then
+  echo "Deleted $TPU_NAME. Check nothing is left: gcloud compute tpus tpu-vm list --zone=$ZONE"
+fi
