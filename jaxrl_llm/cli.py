@@ -90,9 +90,25 @@ class RunOptions:
     then exits with code 75."""
     compile_cache: str = "~/.cache/jaxrl_llm/xla"
     """Persistent XLA compilation cache ('' disables it): later runs skip most of the compile."""
-    parallel: Literal["single", "shard_map", "pmap"] = "single"
-    """Data-parallel learning over all local devices: 'shard_map' (a Mesh) or 'pmap'; the numbers
-    equal 'single' (one device). Batch sizes must divide by the device count."""
+    parallel: Literal["single", "shard_map", "pmap", "sharded"] = "single"
+    """Learning over all devices: data-parallel 'shard_map' (a Mesh) or 'pmap', or 'sharded' (the
+    state laid out by the FSDP / tensor rule table on --mesh, one global-view jit); the numbers
+    equal 'single' (one device). Batch sizes must divide by the device count (for 'sharded', by
+    data x fsdp)."""
+    mesh: str = ""
+    """Mesh shape for --parallel sharded, e.g. 'data=2,fsdp=4' or 'fsdp=4,tensor=2' (axes data,
+    fsdp, tensor; sizes multiply to the device count); default: every device on data."""
+
+    def __post_init__(self):
+        # XLA reads its flags when its backend starts, which importing gymnax already does: the
+        # devices must be split while the command line is parsed, before any command imports
+        use_cpu_devices(self.cpu_devices)
+        if self.mesh and self.parallel != "sharded":
+            raise ValueError(f"--mesh {self.mesh} needs --parallel sharded (got --parallel {self.parallel}).")
+        if self.mesh:
+            from jaxrl_llm.config import parse_mesh_shape  # JAX-free: XLA_FLAGS are not set yet
+
+            parse_mesh_shape(self.mesh)  # a malformed shape fails before the run directory is touched
     cpu_devices: int = 0
     """On a machine without accelerators, split the CPU into this many XLA devices (to try
     --parallel); 0 keeps one."""
@@ -136,10 +152,21 @@ def restart_after_stall(argv: list[str], max_restarts: int) -> Callable[[str], N
 
 
 def use_cpu_devices(count: int) -> None:
-    """Splits the host CPU into `count` XLA devices; must run before JAX initialises."""
-    if count:
-        flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+    """Splits the host CPU into `count` XLA devices; must run before JAX's backend starts."""
+    if not count:
+        return
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    if bridge is not None and getattr(bridge, "_backends", None):
+        import jax
+
+        if jax.device_count() != count:
+            raise RuntimeError(
+                f"--cpu-devices {count}: JAX already started with {jax.device_count()} device(s); set "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={count} in the environment instead."
+            )
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
 
 
 def _train(
@@ -175,6 +202,7 @@ def _train(
         stall_seconds=run.stall_seconds,
         on_stall=restart_after_stall(_command_line, run.stall_restarts),
         parallel=run.parallel,
+        mesh=run.mesh or None,
         prepare_dir=False,
         min_chunk_frames=MIN_FRAMES_PER_CHUNK,  # one-step updates (SAC, TD3) run in longer chunks
         chunk_length=chunk_length,
@@ -306,6 +334,7 @@ def loro(config: Annotated[LOROConfig, Flat], run: Annotated[RunOptions, Flat]) 
         stall_seconds=run.stall_seconds,
         on_stall=restart_after_stall(_command_line, run.stall_restarts),
         parallel=run.parallel,
+        mesh=run.mesh or None,
     )
     print(f"wrote {run.out}/summary.md, summary.json, comparison.png, prior/ and one run per trained arm")
 

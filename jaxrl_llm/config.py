@@ -11,6 +11,9 @@ import math
 from collections.abc import Iterable
 from typing import Any, Union
 
+MESH_AXES = ("data", "fsdp", "tensor")
+"""The axes of a rule-sharded mesh (`training/sharding.py`), in device-array order."""
+
 EnvKwarg = Union[int, float, bool, str]
 """A value of `--env-kwargs`; converted to the environment's parameter type by `envs.make`."""
 
@@ -81,3 +84,17 @@ def to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return {k: convert(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def parse_mesh_shape(text: str) -> dict[str, int]:
+    """`"data=2,fsdp=4"` -> `{"data": 2, "fsdp": 4, "tensor": 1}` (missing axes have size 1)."""
+    shape = dict.fromkeys(MESH_AXES, 1)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, size = part.partition("=")
+        if name not in MESH_AXES or not size.isdigit() or int(size) < 1:
+            raise ValueError(
+                f"mesh={text!r} is invalid at {part!r}: write comma-separated axis=size pairs with axes "
+                f"from {MESH_AXES} and positive sizes, e.g. 'data=2,fsdp=4'."
+            )
+        shape[name] = int(size)
+    return shape

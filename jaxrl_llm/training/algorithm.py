@@ -23,6 +23,8 @@ compiled by `build_step` for one device, `shard_map` or `pmap`. The result drive
 
 from __future__ import annotations
 
+from functools import partial
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -108,20 +110,33 @@ def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None =
     """
     from jaxrl_llm.training.loop import TrainFunctions
 
-    if parallel != "single":
+    place = lambda tree: tree  # noqa: E731  (where init's state and the frozen arrays live)
+    if parallel == "sharded":
+        from jaxrl_llm.training.sharding import batch_shards, make_mesh, place_on_mesh
+
+        mesh = mesh or make_mesh({"data": jax.device_count()})
+        place = partial(place_on_mesh, mesh=mesh)
+    elif parallel != "single":
         mesh = mesh or data_mesh()
+    frozen_arrays = place(algorithm.frozen)
     learn = (
         algorithm.learn if algorithm.frozen is None else _learn_with_frozen(algorithm.learn, algorithm.frozen)
     )
     step = build_step(learn, parallel, mesh)
-    num_devices = 1 if parallel == "single" else mesh.devices.size
+    if parallel == "single":
+        num_devices = 1
+    elif parallel == "sharded":
+        num_devices = batch_shards(mesh)  # the batch's rows split over the batch axes only
+    else:
+        num_devices = mesh.devices.size
 
     def init(key: jax.Array) -> LoopState:
         key, init_key = jax.random.split(key)
         train_state, collect_state = algorithm.init(init_key)
-        return LoopState(train_state, collect_state, key)
+        # sharded: laid out as the step keeps it, so a checkpoint restores into that layout too
+        return LoopState(place(train_state), collect_state, key)
 
-    def update(state: LoopState, frozen: Any = algorithm.frozen) -> tuple[LoopState, Metrics]:
+    def update(state: LoopState, frozen: Any = frozen_arrays) -> tuple[LoopState, Metrics]:
         key, collect_key, learn_key = jax.random.split(state.key, 3)
         extra = {} if algorithm.frozen is None else {"frozen": frozen}
         collect_state, batch, collect_metrics = algorithm.collect(
@@ -144,5 +159,5 @@ def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None =
         host_update=algorithm.host_collect,
         frame_name=algorithm.frame_name,
         raw_progress_metric=algorithm.raw_progress_metric,
-        frozen=algorithm.frozen,
+        frozen=frozen_arrays,
     )

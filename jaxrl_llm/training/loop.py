@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxrl_llm.errors import NonFiniteLossError, TrainingInterrupted
 from jaxrl_llm.training.algorithm import Algorithm, compose
@@ -64,10 +65,17 @@ class TrainFunctions:
         return self.update(state, self.frozen if frozen is None else frozen)
 
 
-def as_train_functions(training: Algorithm | TrainFunctions, parallel: Mode = "single") -> TrainFunctions:
-    """An `Algorithm` composed for `parallel` (see `compose`); `TrainFunctions` as they are."""
+def as_train_functions(
+    training: Algorithm | TrainFunctions, parallel: Mode = "single", mesh: Mesh | str | None = None
+) -> TrainFunctions:
+    """An `Algorithm` composed for `parallel` (see `compose`; `mesh` may be a shape string such as
+    'data=2,fsdp=4' for "sharded"); `TrainFunctions` as they are."""
     if isinstance(training, Algorithm):
-        return compose(training, parallel)
+        if isinstance(mesh, str):
+            from jaxrl_llm.training.sharding import make_mesh
+
+            mesh = make_mesh(mesh) if mesh else None
+        return compose(training, parallel, mesh)
     return training
 
 
@@ -175,12 +183,13 @@ def run(
     stall_seconds: float = 120.0,
     on_stall: Callable[[str], None] = exit_stalled,
     parallel: Mode = "single",
+    mesh: Mesh | str | None = None,
     prepare_dir: bool = True,
     min_chunk_frames: int = 0,
     chunk_length: int | None = None,
 ) -> Any:
-    """Runs `training` (an `Algorithm`, composed for `parallel`) to `num_updates`, writing
-    under `out_dir`.
+    """Runs `training` (an `Algorithm`, composed for `parallel`, on `mesh` when given) to
+    `num_updates`, writing under `out_dir`.
 
     Writes `config.json`, `metrics.csv` (one row per update: `step`, `frames` and the
     algorithm's metrics), TensorBoard events in `tb/`, orbax checkpoints in
@@ -209,7 +218,7 @@ def run(
     """
     from tqdm.auto import tqdm
 
-    fns = as_train_functions(training, parallel)
+    fns = as_train_functions(training, parallel, mesh)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every={checkpoint_every} is invalid: must be >= 1.")
     out_dir = Path(out_dir)

@@ -1,4 +1,5 @@
-"""Run one train step single-device, under `jax.shard_map` on a Mesh, or under `jax.pmap`.
+"""Run one train step single-device, under `jax.shard_map` on a Mesh, under `jax.pmap`, or as a
+global-view `jax.jit` with the state sharded by rules ("sharded": FSDP / tensor parallelism).
 
 A step is written once, as a function of a *per-device* batch:
 
@@ -7,8 +8,10 @@ A step is written once, as a function of a *per-device* batch:
 where `axis_name` is None on a single device and the mesh/pmap axis otherwise; the
 step reduces gradients and statistics with `lax.pmean`/`lax.psum` over `axis_name`
 (see `reduce_mean`). `state` and `key` are replicated; every leaf of `batch` is split
-along its leading axis across devices. All three paths must give the same numbers:
-tests check it on 8 forced CPU devices.
+along its leading axis across devices. In "sharded" mode the step sees the global batch with
+`axis_name=None` (single-device code), its state is laid out by `training/sharding.py`'s rule
+table on a `data × fsdp × tensor` mesh and XLA's SPMD partitioner inserts the collectives. All
+paths must give the same numbers: tests check it on 8 forced CPU devices.
 
 Known trap on few-core CPU hosts with forced devices: letting many jit/shard_map
 steps with collectives run ahead asynchronously can abort the XLA CPU runtime
@@ -28,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 StepFn = Callable[..., tuple[Any, dict[str, jax.Array]]]
-Mode = Literal["single", "shard_map", "pmap"]
+Mode = Literal["single", "shard_map", "pmap", "sharded"]
 DATA_AXIS = "data"
 
 
@@ -67,6 +70,10 @@ def build_step(step_fn: StepFn, mode: Mode = "single", mesh: Mesh | None = None)
     """
     if mode == "single":
         return jax.jit(partial(step_fn, axis_name=None))
+    if mode == "sharded" and mesh is None:
+        from jaxrl_llm.training.sharding import make_mesh
+
+        mesh = make_mesh({DATA_AXIS: jax.device_count()})
     mesh = mesh or data_mesh()
     if mode == "shard_map":
         # check_vma=False: with varying-manual-axes checking on, `grad` of a per-device
@@ -82,7 +89,37 @@ def build_step(step_fn: StepFn, mode: Mode = "single", mesh: Mesh | None = None)
         return jax.jit(sharded)
     if mode == "pmap":
         return _pmapped(step_fn, mesh)
-    raise ValueError(f"build_step: mode={mode!r} is invalid; use 'single', 'shard_map' or 'pmap'.")
+    if mode == "sharded":
+        return _global_view(step_fn, mesh)
+    raise ValueError(f"build_step: mode={mode!r} is invalid; use 'single', 'shard_map', 'pmap' or 'sharded'.")
+
+
+def _global_view(step_fn: StepFn, mesh: Mesh) -> Callable:
+    """`jax.jit` of the single-device step with the state sharded by the rule table, the batch's
+    rows split over the mesh's batch axes and metrics replicated. One program per state/batch
+    signature (compiled on first use, reused after). The state is not donated: it may hold the
+    algorithm's frozen arrays, which later updates read again."""
+    from jaxrl_llm.training.sharding import batch_sharding, tree_shardings
+
+    replicated = NamedSharding(mesh, P())
+    programs: dict = {}
+
+    def step(state, batch, key):
+        leaves = jax.tree.leaves((state, batch))
+        signature = (jax.tree.structure((state, batch)), tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+        if signature not in programs:
+            state_shardings = tree_shardings(state, mesh)
+            in_shardings = (state_shardings, jax.tree.map(lambda _: batch_sharding(mesh), batch), replicated)
+            program = jax.jit(
+                partial(step_fn, axis_name=None), in_shardings=in_shardings, out_shardings=(state_shardings, replicated)
+            )
+            programs[signature] = (program, in_shardings)
+        program, in_shardings = programs[signature]
+        # arguments laid out otherwise (a batch collected on replicated arrays, a restored state)
+        # move to the program's layout first; jit refuses committed arrays that differ
+        return program(*jax.device_put((state, batch, key), in_shardings))
+
+    return step
 
 
 def _pmapped(step_fn: StepFn, mesh: Mesh) -> Callable:

@@ -1,9 +1,11 @@
-"""Trains every algorithm a few updates on one device, under shard_map and under pmap on 8
-CPU devices, through the algorithm contract (`training.compose`).
+"""Trains every algorithm a few updates on one device, under shard_map, under pmap and
+rule-sharded on a mesh ("sharded:data=2,fsdp=4") on 8 CPU devices, through the algorithm
+contract (`training.compose`).
 
 Executed by test_parallel.py in a subprocess, because the device count must be set
 before jax is imported. Prints, per algorithm, the max |Δparam| of each mode against
-single-device, the last loss, and how far training moved the parameters.
+single-device, the last loss, how far training moved the parameters, and for sharded modes
+the parameter bytes on the fullest device against the parameters' total bytes.
 """
 
 import os
@@ -21,6 +23,7 @@ import optax  # noqa: E402
 from jaxrl_llm.algorithms import dqn, group_rl, lm_agent, lm_grpo, lm_sft, ppo, sac, td3  # noqa: E402
 from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig  # noqa: E402
 from jaxrl_llm.training import compose, make_train, train_on_host  # noqa: E402
+from jaxrl_llm.training.sharding import bytes_per_device, make_mesh  # noqa: E402
 
 NUM_UPDATES = 3
 
@@ -149,7 +152,9 @@ CASES = {
 
 
 def train(algorithm, mode):
-    composed = compose(algorithm, mode)
+    """`mode`: 'single', 'shard_map', 'pmap' or 'sharded:<mesh shape>'."""
+    mode, _, mesh_shape = mode.partition(":")
+    composed = compose(algorithm, mode, make_mesh(mesh_shape) if mesh_shape else None)
     key = jax.random.PRNGKey(0)
     if algorithm.host_collect:
         return train_on_host(composed, key)
@@ -172,6 +177,10 @@ def compare(algorithm, modes=("shard_map", "pmap")):
     report = {
         mode: {"max_abs_param_diff": max_diff(p, base), "loss": loss} for mode, (p, loss) in results.items()
     }
+    total = sum(leaf.nbytes for leaf in jax.tree.leaves(base))
+    for mode, (params, _) in results.items():
+        if mode.startswith("sharded"):
+            report[mode]["fullest_device_param_fraction"] = max(bytes_per_device(params).values()) / total
     report["param_change_vs_start"] = max_diff(base, start)
     return report
 
@@ -185,6 +194,8 @@ def main(names, modes):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("algorithms", nargs="*", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--modes", default="shard_map,pmap", help="comma-separated parallel modes")
+    parser.add_argument(
+        "--modes", default="shard_map;pmap;sharded:data=2,fsdp=4", help="';'-separated parallel modes"
+    )
     args = parser.parse_args()
-    main(args.algorithms, tuple(args.modes.split(",")))
+    main(args.algorithms, tuple(args.modes.split(";")))

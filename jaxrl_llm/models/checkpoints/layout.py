@@ -1,9 +1,15 @@
-"""The one table that maps our parameter tree to HF safetensors names and GGUF tensor names.
+"""The one table that maps our parameter tree to HF safetensors names and GGUF tensor names,
+and to the logical axes the sharding rules read.
 
 Each row names a leaf of `LlamaForCausalLM`'s params, its HF and GGUF names (`{layer}` marks
 per-layer tensors, which are stacked on our leading [layers] axis), whether the file stores it
-[out, in] (transposed relative to our [in, out] kernels), and when the row applies. Loaders and
-the saver iterate this table; there is no per-layer hand code anywhere.
+[out, in] (transposed relative to our [in, out] kernels), the logical name of each of our axes
+(`training/sharding.py` maps them to mesh axes), and when the row applies. Loaders, the saver
+and the sharding rules iterate this table; there is no per-layer hand code anywhere.
+
+Logical axes: `layers` (the stacked layer axis), `vocab`, `embed` (the hidden size), `heads`
+(query heads × head dim), `kv` (key/value heads × head dim), `mlp` (the intermediate size),
+`norm` (a norm's scale, never sharded).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ class WeightSpec:
     path: tuple[str, ...]
     hf_name: str
     gguf_name: str
+    logical_axes: tuple[str, ...]
     transpose: bool = False
     # GGUF's llama converter permutes q/k rows for llama.cpp's interleaved RoPE; the value
     # is the config field holding the head count to undo it with (None: not permuted).
@@ -32,11 +39,14 @@ class WeightSpec:
         return "{layer}" in self.hf_name
 
 
-def _attention(proj: str, hf_proj: str, gguf_proj: str, heads: str | None, biased: bool) -> list[WeightSpec]:
+def _attention(
+    proj: str, hf_proj: str, gguf_proj: str, heads: str | None, biased: bool, axes: tuple[str, str]
+) -> list[WeightSpec]:
     kernel = WeightSpec(
         ("layers", "attention", proj, "kernel"),
         f"model.layers.{{layer}}.self_attn.{hf_proj}.weight",
         f"blk.{{layer}}.{gguf_proj}.weight",
+        ("layers", *axes),
         transpose=True,
         gguf_rope_heads=heads,
     )
@@ -46,45 +56,50 @@ def _attention(proj: str, hf_proj: str, gguf_proj: str, heads: str | None, biase
         ("layers", "attention", proj, "bias"),
         f"model.layers.{{layer}}.self_attn.{hf_proj}.bias",
         f"blk.{{layer}}.{gguf_proj}.bias",
+        ("layers", axes[1]),
         gguf_rope_heads=heads,
         applies=lambda config: config.qkv_bias,
     )
     return [kernel, bias]
 
 
-def _mlp(proj: str, gguf_proj: str) -> WeightSpec:
+def _mlp(proj: str, gguf_proj: str, axes: tuple[str, str]) -> WeightSpec:
     return WeightSpec(
         ("layers", "mlp", proj, "kernel"),
         f"model.layers.{{layer}}.mlp.{proj}.weight",
         f"blk.{{layer}}.{gguf_proj}.weight",
+        ("layers", *axes),
         transpose=True,
     )
 
 
 WEIGHT_TABLE: tuple[WeightSpec, ...] = (
-    WeightSpec(("embed_tokens", "embedding"), "model.embed_tokens.weight", "token_embd.weight"),
+    WeightSpec(("embed_tokens", "embedding"), "model.embed_tokens.weight", "token_embd.weight", ("vocab", "embed")),
     WeightSpec(
         ("layers", "input_norm", "scale"),
         "model.layers.{layer}.input_layernorm.weight",
         "blk.{layer}.attn_norm.weight",
+        ("layers", "norm"),
     ),
-    *_attention("q_proj", "q_proj", "attn_q", "num_heads", biased=True),
-    *_attention("k_proj", "k_proj", "attn_k", "num_kv_heads", biased=True),
-    *_attention("v_proj", "v_proj", "attn_v", None, biased=True),
-    *_attention("o_proj", "o_proj", "attn_output", None, biased=False),
+    *_attention("q_proj", "q_proj", "attn_q", "num_heads", biased=True, axes=("embed", "heads")),
+    *_attention("k_proj", "k_proj", "attn_k", "num_kv_heads", biased=True, axes=("embed", "kv")),
+    *_attention("v_proj", "v_proj", "attn_v", None, biased=True, axes=("embed", "kv")),
+    *_attention("o_proj", "o_proj", "attn_output", None, biased=False, axes=("heads", "embed")),
     WeightSpec(
         ("layers", "post_attention_norm", "scale"),
         "model.layers.{layer}.post_attention_layernorm.weight",
         "blk.{layer}.ffn_norm.weight",
+        ("layers", "norm"),
     ),
-    _mlp("gate_proj", "ffn_gate"),
-    _mlp("up_proj", "ffn_up"),
-    _mlp("down_proj", "ffn_down"),
-    WeightSpec(("final_norm", "scale"), "model.norm.weight", "output_norm.weight"),
+    _mlp("gate_proj", "ffn_gate", ("embed", "mlp")),
+    _mlp("up_proj", "ffn_up", ("embed", "mlp")),
+    _mlp("down_proj", "ffn_down", ("mlp", "embed")),
+    WeightSpec(("final_norm", "scale"), "model.norm.weight", "output_norm.weight", ("norm",)),
     WeightSpec(
         ("lm_head", "kernel"),
         "lm_head.weight",
         "output.weight",
+        ("embed", "vocab"),
         transpose=True,
         applies=lambda config: not config.tie_embeddings,
     ),
