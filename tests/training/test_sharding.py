@@ -95,3 +95,21 @@ def test_fsdp_fallback_for_leaves_the_table_does_not_name():
 def test_the_batch_splits_over_data_and_fsdp_not_tensor():
     assert batch_shards(MESH_222) == 4 and batch_shards(MESH_FSDP4) == 8
     assert batch_shards(AbstractMesh((1, 1, 8), MESH_AXES)) == 1
+
+
+def test_a_checkpoint_saved_on_8_devices_restores_onto_4_and_onto_1(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("reshard_check.py")
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "ckpt")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    four, one = report["fsdp=4 on 4 devices"], report["1 device"]
+    assert four["max_abs_diff"] == 0.0 and one["max_abs_diff"] == 0.0  # every leaf, bit for bit
+    assert four["devices"] == 4 and four["spec"] == "P(None, 'fsdp', None)" and one["devices"] == 1
+    # FSDP over 4: each device holds a quarter of the parameters (norms replicated on top)
+    (quarter,), (whole,) = four["param_bytes_per_device"], one["param_bytes_per_device"]
+    assert quarter == report["saved_param_bytes_per_device"][0] and 0.25 <= quarter / whole < 0.26
