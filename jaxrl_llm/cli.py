@@ -16,6 +16,7 @@ errors answer at once; JAX, the algorithms and transformers load when a command 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,8 +102,10 @@ class RunOptions:
 
     def __post_init__(self):
         # XLA reads its flags when its backend starts, which importing gymnax already does: the
-        # devices must be split while the command line is parsed, before any command imports
+        # devices must be split (and a multi-process job joined) while the command line is
+        # parsed, before any command imports
         use_cpu_devices(self.cpu_devices)
+        join_distributed()
         if self.mesh and self.parallel != "sharded":
             raise ValueError(f"--mesh {self.mesh} needs --parallel sharded (got --parallel {self.parallel}).")
         if self.mesh:
@@ -151,6 +154,28 @@ def restart_after_stall(argv: list[str], max_restarts: int) -> Callable[[str], N
     return on_stall
 
 
+DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAXRL_DISTRIBUTED", "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES")
+
+
+def join_distributed() -> None:
+    """Joins a multi-process JAX job (`training.distributed.initialize`) when the environment
+    describes one: `JAX_COORDINATOR_ADDRESS` with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, TPU
+    worker variables, or `JAXRL_DISTRIBUTED=1` (a Cloud TPU VM's own metadata). Every process
+    runs the same command; process 0 writes the run directory, all write checkpoints.
+    `JAXRL_HEARTBEAT_TIMEOUT` (seconds, default 100) bounds how long the others wait for a dead one."""
+    if not any(os.environ.get(name) for name in DISTRIBUTED_ENV):
+        return
+    from jaxrl_llm.training import distributed  # imports JAX without starting its backend
+
+    # a process that dies is noticed by the others after this many seconds without its
+    # heartbeat: they stop with an error instead of waiting in a collective forever
+    heartbeat = int(os.environ.get("JAXRL_HEARTBEAT_TIMEOUT", "100"))
+    distributed.initialize(heartbeat_timeout_seconds=heartbeat)
+    # the runtime's preemption notifier swallows SIGTERM; `kill` (and `timeout`) must still stop
+    # a process (its last checkpoint is on disk; --resume on every process continues)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def use_cpu_devices(count: int) -> None:
     """Splits the host CPU into `count` XLA devices; must run before JAX's backend starts."""
     if not count:
@@ -159,9 +184,9 @@ def use_cpu_devices(count: int) -> None:
     if bridge is not None and getattr(bridge, "_backends", None):
         import jax
 
-        if jax.device_count() != count:
+        if jax.local_device_count() != count:
             raise RuntimeError(
-                f"--cpu-devices {count}: JAX already started with {jax.device_count()} device(s); set "
+                f"--cpu-devices {count}: JAX already started with {jax.local_device_count()} device(s); set "
                 f"XLA_FLAGS=--xla_force_host_platform_device_count={count} in the environment instead."
             )
         return
@@ -184,7 +209,10 @@ def _train(
     from jaxrl_llm.training.run_dir import prepare_run_dir
 
     run_config = {"algorithm": name, **to_dict(config)}
-    prepare_run_dir(run.out, run_config, run.resume, overwrite=run.overwrite, allow_changes=run.allow_changes)
+    import jax
+
+    if jax.process_index() == 0:  # one writer of a multi-process run's directory
+        prepare_run_dir(run.out, run_config, run.resume, overwrite=run.overwrite, allow_changes=run.allow_changes)
     enable_compile_cache(run.compile_cache)
     subject = getattr(config, "env", None) or config.model
     run_training(

@@ -110,12 +110,13 @@ def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None =
     """
     from jaxrl_llm.training.loop import TrainFunctions
 
-    place = lambda tree: tree  # noqa: E731  (where init's state and the frozen arrays live)
+    place = replicate = lambda tree: tree  # noqa: E731  (where init's state and the frozen arrays live)
     if parallel == "sharded":
+        from jaxrl_llm.training.parallel import replicate as replicate_on
         from jaxrl_llm.training.sharding import batch_shards, make_mesh, place_on_mesh
 
         mesh = mesh or make_mesh({"data": jax.device_count()})
-        place = partial(place_on_mesh, mesh=mesh)
+        place, replicate = partial(place_on_mesh, mesh=mesh), partial(replicate_on, mesh=mesh)
     elif parallel != "single":
         mesh = mesh or data_mesh()
     frozen_arrays = place(algorithm.frozen)
@@ -134,7 +135,8 @@ def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None =
         key, init_key = jax.random.split(key)
         train_state, collect_state = algorithm.init(init_key)
         # sharded: laid out as the step keeps it, so a checkpoint restores into that layout too
-        return LoopState(place(train_state), collect_state, key)
+        # (and, across processes, global arrays: every process computes the same init)
+        return LoopState(place(train_state), replicate(collect_state), replicate(key))
 
     def update(state: LoopState, frozen: Any = frozen_arrays) -> tuple[LoopState, Metrics]:
         key, collect_key, learn_key = jax.random.split(state.key, 3)

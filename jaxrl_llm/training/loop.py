@@ -222,7 +222,10 @@ def run(
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every={checkpoint_every} is invalid: must be >= 1.")
     out_dir = Path(out_dir)
-    if prepare_dir:  # False when the caller already did (before loading a model into it)
+    # multi-process (multi-host) runs: every process computes, process 0 alone writes files;
+    # checkpoints are written by all together (orbax)
+    coordinator = jax.process_index() == 0
+    if prepare_dir and coordinator:  # False when the caller already did (before loading a model into it)
         prepare_run_dir(out_dir, run_config, resume, overwrite=overwrite, allow_changes=allow_changes)
     store = CheckpointStore(out_dir / "checkpoints", max_to_keep=max_to_keep)
     init = fns.init if fns.host_update else jax.jit(fns.init)
@@ -251,7 +254,7 @@ def run(
         initial=start * fns.frames_per_update,
         unit=fns.frame_name,
         unit_scale=True,
-        disable=not progress,
+        disable=not progress or not coordinator,
         dynamic_ncols=True,
         mininterval=0 if fns.host_update else 0.1,  # host updates are slow: show every one
     )
@@ -280,16 +283,17 @@ def run(
             )
             with watchdog.waiting(stall_message):
                 new_state, metrics = run_chunk(state, length, fns.frozen)
-                # device_get blocks on the chunk: at most one chunk is ever in flight.
-                metrics = {k: v[:length] for k, v in jax.device_get(metrics).items()}
+                # fetching blocks on the chunk: at most one chunk is ever in flight.
+                metrics = {k: v[:length] for k, v in fetch_to_host(metrics).items()}
             _check_finite(metrics[fns.loss_metric], update, saved if saved else None)
-            if writer is None:
+            if writer is None and coordinator:
                 columns = ["step", "frames", *sorted(metrics)]
                 writer = MetricsWriter(out_dir, columns, resume_from_step=start if resume else None)
             for i in range(length):
                 row = {"step": update + i + 1, "frames": (update + i + 1) * fns.frames_per_update}
                 row.update({k: float(np.asarray(v[i])) for k, v in metrics.items()})
-                writer.write(row)
+                if writer is not None:
+                    writer.write(row)
                 if math.isfinite(row.get(fns.progress_metric, math.nan)):
                     last_progress = row[fns.progress_metric]
             state = new_state
@@ -302,7 +306,8 @@ def run(
             )
             # Rows reach the disk before the checkpoint that covers them: a kill between
             # the two then leaves extra rows (dropped on resume), never missing ones.
-            writer.flush()
+            if writer is not None:
+                writer.flush()
             if due or update == fns.num_updates:
                 save(update)
             seconds = time.perf_counter() - chunk_start
@@ -323,7 +328,7 @@ def run(
         if writer is not None:
             writer.close()
         store.close()
-        if (out_dir / METRICS_FILE).exists():
+        if coordinator and (out_dir / METRICS_FILE).exists():
             plot_learning_curve(
                 out_dir / METRICS_FILE,
                 out_dir / CURVE_FILE,
@@ -333,6 +338,15 @@ def run(
                 raw=fns.raw_progress_metric,
             )
     return state
+
+
+def fetch_to_host(tree: Any) -> Any:
+    """`jax.device_get`, also for arrays spread over several processes (each gets the whole)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def _check_finite(losses: np.ndarray, first_update: int, last_checkpoint: int | None) -> None:
