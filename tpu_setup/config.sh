@@ -145,3 +145,15 @@ count_workers() {
     WORKERS="$(gcloud "${query[@]}" | tr ';' '\n' | grep -c .)"
   fi
 }
+
+# The options of create_tpu.sh and provision.sh: --dry-run and --help (`usage` is the script's).
+parse_dry_run_and_help() {
+  local arg
+  for arg in "$@"; do
+    case "$arg" in
+      --dry-run) DRY_RUN=1 ;;
+      -h | --help) usage; exit 0 ;;
+      *) usage >&2; exit 2 ;;
+    esac
+  done
+}

@@ -19,13 +19,7 @@ Next: ./tpu_setup/provision.sh
 USAGE
 }
 
-for arg in "$@"; do
-  case "$arg" in
-    --dry-run) DRY_RUN=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-  esac
-done
+parse_dry_run_and_help "$@"
 require_gcloud
 
 extra=()

@@ -22,13 +22,7 @@ Environment: REPO_URL REPO_REF JAX_SPEC EXTRA_PIP_NO_DEPS PYTHON_VERSION TPU_NAM
 USAGE
 }
 
-for arg in "$@"; do
-  case "$arg" in
-    --dry-run) DRY_RUN=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-  esac
-done
+parse_dry_run_and_help "$@"
 require_gcloud
 
 # 1. Code.
