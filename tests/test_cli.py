@@ -86,24 +86,3 @@ def test_a_stall_restarts_the_same_command_with_resume_then_gives_up(monkeypatch
     on_stall("stalled at update 11")  # the third stall in a row: exit with the message
     assert exits == ["stalled at update 11"] and len(execs) == 2
 
-
-def test_cpu_devices_split_the_host_and_a_sharded_run_resumes(tmp_path):
-    """--cpu-devices must take effect although importing gymnax starts JAX's backend (it once ran
-    every --parallel command on one device); a rule-sharded PPO run checkpoints and resumes
-    into its mesh layout."""
-    base = ["ppo", "--cpu-devices", "8", "--parallel", "sharded", "--mesh", "data=2,fsdp=4", "--num-envs", "8",
-            "--num-steps", "16", "--no-progress", "--out", str(tmp_path / "run")]
-    code = (
-        "import sys\nfrom jaxrl_llm.cli import main\n"
-        "main(sys.argv[1:])\n"
-        "import jax\nprint('devices', jax.device_count())\n"
-    )
-    first = subprocess.run([sys.executable, "-c", code, *base, "--total-frames", "256"], capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert "devices 8" in first.stdout
-    again = subprocess.run(
-        [sys.executable, "-c", code, *base, "--total-frames", "512", "--resume"], capture_output=True, text=True, timeout=600
-    )
-    assert again.returncode == 0, again.stderr[-2000:]
-    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]

@@ -64,7 +64,8 @@ def final_params(out, frames):
 
 @pytest.mark.slow
 def test_two_processes_survive_a_kill_resume_and_equal_one_process(tmp_path):
-    """Kill one of two processes mid-run: the other stops with the runtime's error within the
+    """Kill one of two processes mid-run (each sees 4 devices: --cpu-devices takes effect before
+    gymnax starts JAX): the other stops with the runtime's error within the
     heartbeat timeout; --resume on both continues from the last checkpoint, writes each metrics
     row once, and ends where one 8-device process running straight through ends."""
     out, single = tmp_path / "multi", tmp_path / "single"
