@@ -113,3 +113,19 @@ def test_a_checkpoint_saved_on_8_devices_restores_onto_4_and_onto_1(tmp_path):
     # FSDP over 4: each device holds a quarter of the parameters (norms replicated on top)
     (quarter,), (whole,) = four["param_bytes_per_device"], one["param_bytes_per_device"]
     assert quarter == report["saved_param_bytes_per_device"][0] and 0.25 <= quarter / whole < 0.26
+
+
+def test_sampling_with_sharded_weights_equals_one_device_and_shards_the_kv_cache():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("sharded_sampling_check.py")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["tokens_equal"] and report["max_logprob_diff"] < 1e-5, report
+    # the cache follows the batch (data x fsdp) and the KV heads (tensor), as the weights do
+    assert report["cache_keys_spec"] == "P(None, ('data', 'fsdp'), None, 'tensor')", report
+    assert report["cache_slot_mask_spec"] == "P(('data', 'fsdp'),)", report
