@@ -45,6 +45,7 @@ from jaxrl_llm.models.lora import apply_lora, lora_init
 from jaxrl_llm.models.tokenizer import stop_token_ids
 from jaxrl_llm.rollout.sampling import generate
 from jaxrl_llm.training import Algorithm, TrainState
+from jaxrl_llm.training.loop import fetch_to_host
 from jaxrl_llm.training.optimizers import clipped_adam
 from jaxrl_llm.training.train_state import create as create_train_state
 from jaxrl_llm.training.gradient_steps import (
@@ -401,10 +402,11 @@ def make_lm_grpo(
         problems = [problem for problem in unique for _ in range(config.group_size)]
         prompt_tokens = np.repeat(unique_tokens, config.group_size, axis=0)
         prompt_mask = np.repeat(unique_mask, config.group_size, axis=0)
-        sampled_mask = np.asarray(out.mask)  # waits for the sampler
+        out = fetch_to_host(out)  # waits for the sampler (every process gets every row)
+        sampled_mask = out.mask
         sampled = time.perf_counter()
         width = completion_width(config, sampled_mask)
-        tokens, completion_mask = np.asarray(out.tokens)[:, :width], sampled_mask[:, :width]
+        tokens, completion_mask = out.tokens[:, :width], sampled_mask[:, :width]
         completions = decode_completions(run.tokenizer, tokens, completion_mask)
         reward, correct = rewards_of(run, completions, [p.answer for p in problems])
         full_tokens = jnp.concatenate([prompt_tokens, tokens], axis=1)

@@ -299,7 +299,7 @@ def run(
             state = new_state
             update += length
             since = time.monotonic() - saved_at
-            due = (
+            due = agreed(
                 update - saved >= checkpoint_every
                 or since >= checkpoint_seconds
                 or (checkpoint_overhead > 0 and since * checkpoint_overhead >= save_seconds)
@@ -338,6 +338,16 @@ def run(
                 raw=fns.raw_progress_metric,
             )
     return state
+
+
+def agreed(decision: bool) -> bool:
+    """Process 0's `decision` on every process: a time-based choice (when to checkpoint) must be
+    the same everywhere, since saving is collective."""
+    if jax.process_count() == 1:
+        return decision
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(decision)))
 
 
 def fetch_to_host(tree: Any) -> Any:

@@ -106,3 +106,41 @@ def test_two_processes_survive_a_kill_resume_and_equal_one_process(tmp_path):
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(final_params(out, frames)), jax.tree.leaves(final_params(single, frames))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+GRPO_FLAGS = ["--model", "tiny", "--parallel", "sharded", "--mesh", "data=2,fsdp=2,tensor=2", "--prompts-per-update", "8",
+              "--group-size", "4", "--max-new-tokens", "8", "--num-updates", "3", "--no-progress", "--stall-seconds", "0"]
+
+
+@pytest.mark.slow
+def test_lm_grpo_on_two_processes_equals_one_process(tmp_path):
+    """Host-collected LM-GRPO: the completions are sampled on the global mesh and gathered to every
+    process, which scores them all and feeds the same global batch to the FSDP x tensor step."""
+    from jaxrl_llm.algorithms import lm_grpo
+
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    port = free_port()
+    logs = [open(tmp_path / f"grpo{i}.log", "w+") for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", CLI.replace("main(sys.argv[1:])", "main(['lm-grpo', *sys.argv[1:]])"),
+                               *GRPO_FLAGS, "--cpu-devices", "4", "--out", str(multi)],
+                              env={**os.environ, "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+                                   "JAX_PROCESS_ID": str(i), "JAXRL_HEARTBEAT_TIMEOUT": str(HEARTBEAT_SECONDS)},
+                              stdout=logs[i], stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    for proc, log in zip(procs, logs):
+        proc.wait(timeout=600)
+        log.seek(0)
+        assert proc.returncode == 0, log.read()[-3000:]
+        log.close()
+    one = subprocess.run([sys.executable, "-c", CLI, "lm-grpo", *GRPO_FLAGS, "--cpu-devices", "8", "--out", str(single)],
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    rows_multi, rows_single = read_metrics(multi / "metrics.csv"), read_metrics(single / "metrics.csv")
+    assert [int(r["step"]) for r in rows_multi] == [1, 2, 3]
+    for a, b in zip(rows_multi, rows_single):
+        assert a["accuracy"] == b["accuracy"]  # the same completions, scored the same
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5, atol=1e-7)
+    config = lm_grpo.LMGRPOConfig(model="tiny", prompts_per_update=8, group_size=4, max_new_tokens=8, num_updates=3)
+    like = compose(lm_grpo.make_lm_grpo(config, verbose=False)).init(jax.random.PRNGKey(0))
+    restored = [CheckpointStore(out / "checkpoints").restore(3, like).train_state.params for out in (multi, single)]
+    for a, b in zip(*map(jax.tree.leaves, restored)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
