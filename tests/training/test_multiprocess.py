@@ -108,8 +108,10 @@ def test_two_processes_survive_a_kill_resume_and_equal_one_process(tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
-GRPO_FLAGS = ["--model", "tiny", "--parallel", "sharded", "--mesh", "data=2,fsdp=2,tensor=2", "--prompts-per-update", "8",
-              "--group-size", "4", "--max-new-tokens", "8", "--num-updates", "3", "--no-progress", "--stall-seconds", "0"]
+SMALL = {"hidden_size": "32", "intermediate_size": "64", "num_layers": "1", "num_heads": "2", "num_kv_heads": "2"}
+GRPO_FLAGS = ["--model", "tiny", "--model-overrides", *[x for kv in SMALL.items() for x in kv], "--parallel", "sharded",
+              "--mesh", "data=2,fsdp=2,tensor=2", "--prompts-per-update", "8", "--group-size", "4", "--max-new-tokens", "8",
+              "--num-updates", "3", "--no-progress", "--stall-seconds", "0"]
 
 
 @pytest.mark.slow
@@ -139,7 +141,8 @@ def test_lm_grpo_on_two_processes_equals_one_process(tmp_path):
     for a, b in zip(rows_multi, rows_single):
         assert a["accuracy"] == b["accuracy"]  # the same completions, scored the same
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5, atol=1e-7)
-    config = lm_grpo.LMGRPOConfig(model="tiny", prompts_per_update=8, group_size=4, max_new_tokens=8, num_updates=3)
+    config = lm_grpo.LMGRPOConfig(model="tiny", model_overrides=SMALL, prompts_per_update=8, group_size=4, max_new_tokens=8,
+                                  num_updates=3)
     like = compose(lm_grpo.make_lm_grpo(config, verbose=False)).init(jax.random.PRNGKey(0))
     restored = [CheckpointStore(out / "checkpoints").restore(3, like).train_state.params for out in (multi, single)]
     for a, b in zip(*map(jax.tree.leaves, restored)):
