@@ -85,6 +85,12 @@ class Attention(nn.Module):
         return output, (keys, values)
 
 
+ACTIVATION_AXES = ("batch", "length", "activation_embed")
+"""Logical axes of the hidden states [B, T, D]. Under `training.sharding`'s rules (a sharded step)
+they pin the activations to the batch split, so XLA gathers FSDP-sharded weights (ZeRO-3) instead
+of splitting each matmul's contraction and all-reducing activations; elsewhere a no-op."""
+
+
 class SwiGLU(nn.Module):
     config: LlamaConfig
 
@@ -93,7 +99,8 @@ class SwiGLU(nn.Module):
         c = self.config
         gate = _dense(c, c.intermediate_size, "gate_proj")(x)
         up = _dense(c, c.intermediate_size, "up_proj")(x)
-        return _dense(c, c.hidden_size, "down_proj")(nn.silu(gate) * up)
+        inner = nn.with_logical_constraint(nn.silu(gate) * up, ACTIVATION_AXES[:2] + ("mlp",))
+        return _dense(c, c.hidden_size, "down_proj")(inner)
 
 
 class DecoderLayer(nn.Module):
@@ -108,9 +115,9 @@ class DecoderLayer(nn.Module):
         attended, new_kv = Attention(self.config, name="attention")(
             _norm(self.config, "input_norm")(hidden), cos, sin, token_mask, layer_cache
         )
-        hidden = hidden + attended
+        hidden = nn.with_logical_constraint(hidden + attended, ACTIVATION_AXES)
         hidden = hidden + SwiGLU(self.config, name="mlp")(_norm(self.config, "post_attention_norm")(hidden))
-        return hidden, new_kv
+        return nn.with_logical_constraint(hidden, ACTIVATION_AXES), new_kv
 
 
 def _logits(hidden, weight):

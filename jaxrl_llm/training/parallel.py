@@ -99,10 +99,17 @@ def _global_view(step_fn: StepFn, mesh: Mesh) -> Callable:
     rows split over the mesh's batch axes and metrics replicated. One program per state/batch
     signature (compiled on first use, reused after). The state is not donated: it may hold the
     algorithm's frozen arrays, which later updates read again."""
-    from jaxrl_llm.training.sharding import batch_sharding, tree_shardings
+    import flax.linen as nn
+
+    from jaxrl_llm.training.sharding import activation_rules, batch_sharding, tree_shardings
 
     replicated = NamedSharding(mesh, P())
     programs: dict = {}
+
+    def traced_step(state, batch, key):
+        # the model's activation constraints read these rules while the step is traced
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(activation_rules(mesh)):
+            return step_fn(state, batch, key, axis_name=None)
 
     def step(state, batch, key):
         leaves = jax.tree.leaves((state, batch))
@@ -110,9 +117,7 @@ def _global_view(step_fn: StepFn, mesh: Mesh) -> Callable:
         if signature not in programs:
             state_shardings = tree_shardings(state, mesh)
             in_shardings = (state_shardings, jax.tree.map(lambda _: batch_sharding(mesh), batch), replicated)
-            program = jax.jit(
-                partial(step_fn, axis_name=None), in_shardings=in_shardings, out_shardings=(state_shardings, replicated)
-            )
+            program = jax.jit(traced_step, in_shardings=in_shardings, out_shardings=(state_shardings, replicated))
             programs[signature] = (program, in_shardings)
         program, in_shardings = programs[signature]
         # arguments laid out otherwise (a batch collected on replicated arrays, a restored state)

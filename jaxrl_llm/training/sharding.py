@@ -44,6 +44,8 @@ _, FSDP_AXIS, TENSOR_AXIS = MESH_AXES  # the first is parallel.DATA_AXIS
 Rules = Mapping[str, "str | tuple[str, ...] | None"]
 DEFAULT_RULES: Rules = {
     "batch": (DATA_AXIS, FSDP_AXIS),
+    "length": None,
+    "activation_embed": None,
     "embed": FSDP_AXIS,
     "vocab": TENSOR_AXIS,
     "heads": TENSOR_AXIS,
@@ -134,6 +136,16 @@ def leaf_spec(path, leaf, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> P:
 def tree_shardings(tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
     """A `NamedSharding` for every leaf of `tree` (module docstring)."""
     return jax.tree_util.tree_map_with_path(lambda path, leaf: NamedSharding(mesh, leaf_spec(path, leaf, mesh, rules)), tree)
+
+
+def activation_rules(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> tuple[tuple[str, object], ...]:
+    """The rules as Flax's `nn.logical_axis_rules` takes them, for the model's activation
+    constraints (`models.llama.ACTIVATION_AXES`), restricted to the mesh's axes of size > 1."""
+    result = []
+    for logical in rules:
+        axes = _mesh_axes_for(logical, rules, mesh, set())
+        result.append((logical, None if not axes else (axes[0] if len(axes) == 1 else axes)))
+    return tuple(result)
 
 
 def place_on_mesh(tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
