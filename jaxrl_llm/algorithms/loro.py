@@ -567,6 +567,7 @@ def run_experiment(
     stall_seconds: float = 120.0,
     on_stall: Callable[[str], None] | None = None,
     parallel: str = "single",
+    mesh: str | None = None,
 ) -> dict[str, dict]:
     """`jaxrl-llm loro`: the prior's episodes, then every arm of `config.arms`, written under
     `out_dir`:
@@ -637,6 +638,7 @@ def run_experiment(
                 stall_seconds=stall_seconds,
                 on_stall=on_stall or exit_stalled,
                 parallel=parallel,
+                mesh=mesh,
                 min_chunk_frames=MIN_FRAMES_PER_CHUNK,
             )
             rows = read_metrics(arm_dir / "metrics.csv")
