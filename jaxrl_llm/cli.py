@@ -99,6 +99,9 @@ class RunOptions:
     mesh: str = ""
     """Mesh shape for --parallel sharded, e.g. 'data=2,fsdp=4' or 'fsdp=4,tensor=2' (axes data,
     fsdp, tensor; sizes multiply to the device count); default: every device on data."""
+    cpu_devices: int = 0
+    """On a machine without accelerators, split the CPU into this many XLA devices (to try
+    --parallel); 0 keeps one."""
 
     def __post_init__(self):
         # XLA reads its flags when its backend starts, which importing gymnax already does: the
@@ -112,9 +115,6 @@ class RunOptions:
             from jaxrl_llm.config import parse_mesh_shape  # JAX-free: XLA_FLAGS are not set yet
 
             parse_mesh_shape(self.mesh)  # a malformed shape fails before the run directory is touched
-    cpu_devices: int = 0
-    """On a machine without accelerators, split the CPU into this many XLA devices (to try
-    --parallel); 0 keeps one."""
 
 
 def enable_compile_cache(directory: str) -> None:
@@ -203,7 +203,6 @@ def _train(
     chunk_length: int | None = None,
 ) -> None:
     """Prepares --out first (before minutes of model loading), then builds and runs the algorithm."""
-    use_cpu_devices(run.cpu_devices)
     from jaxrl_llm.training import run as run_training
     from jaxrl_llm.training.loop import MIN_FRAMES_PER_CHUNK
     from jaxrl_llm.training.run_dir import prepare_run_dir
@@ -344,7 +343,6 @@ def loro(config: Annotated[LOROConfig, Flat], run: Annotated[RunOptions, Flat]) 
     smollm2-135m-instruct) plays episodes; Double DQN / SAC pretrains on them offline, then
     trains online; compared with online RL, Mix, the prior and random (--arms). Writes prior/,
     one run per trained arm, summary.json/.md (cumulative evaluation returns), comparison.png."""
-    use_cpu_devices(run.cpu_devices)
     from jaxrl_llm.algorithms import loro as loro_lib
 
     enable_compile_cache(run.compile_cache)

@@ -23,10 +23,9 @@ compiled by `build_step` for one device, `shard_map` or `pmap`. The result drive
 
 from __future__ import annotations
 
-from functools import partial
-
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
