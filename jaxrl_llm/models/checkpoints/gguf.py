@@ -1,12 +1,18 @@
 """Reader of llama.cpp GGUF checkpoints: metadata -> `LlamaConfig`, tensors -> our params.
 
-Block formats (ggml-common.h), 32 weights per block, little-endian:
-    Q8_0  [f16 d][32 x int8 q]                 w = d * q
-    Q4_0  [f16 d][16 bytes]                    w = d * (q - 8)
-    Q4_1  [f16 d][f16 m][16 bytes]             w = d * q + m
-4-bit blocks store weights 0..15 in the low nibbles and 16..31 in the high nibbles.
-F32, F16 and BF16 tensors are stored plainly. Everything is dequantised to float32 with
-vectorised numpy (SmolLM2-135M: ~1 s).
+Tensors are read with `gguf.GGUFReader`, which hands a quantised tensor over as uint8 rows of
+whole blocks ([rows, bytes per row]) and an F32/F16 one as typed values, and are dequantised to
+float32 by the gguf package's own numpy code, `gguf.quants.dequantize`. Every type it covers
+loads: F32, F16, BF16, the 32-weight Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 blocks, the 256-weight K-quant
+super-blocks Q2_K..Q6_K (what the Q4_K_M, Q5_K_M and Q6_K files most small models ship as hold),
+the IQ*/TQ* types, ... (`supported_types()` lists them for the installed gguf). Any other type
+raises NotImplementedError naming the type and the supported ones.
+
+Blocks are independent, so block tensors are handed to gguf as runs of ~256K weights, one run
+per call: gguf vectorises over groups of 16 rows, and on tensors with short rows (SmolLM2's 576)
+that costs a small numpy pass per 16 rows. Runs are ~2x faster and within ~10% of the
+hand-written Q8_0/Q4_0/Q4_1 numpy this module had before, which is why that code is gone
+(SmolLM2-135M Q4_1, all tensors, CPU time: 0.50 s hand-written, ~0.55 s in runs, ~1.0 s unsplit).
 
 llama.cpp's HF->GGUF converter reorders the rows of q/k projections of "llama" models so that
 each head's two RoPE halves are interleaved (`permute` in convert_hf_to_gguf.py); we undo it,
@@ -15,6 +21,7 @@ since our RoPE (like HF's) rotates the first half of a head against the second h
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -24,50 +31,69 @@ import numpy as np
 from jaxrl_llm.models.checkpoints.layout import WeightSpec, build_params
 from jaxrl_llm.models.llama_config import LlamaConfig
 
-QK = 32  # weights per quantisation block
+# Weights dequantised per gguf call: large enough to amortise numpy's per-call overhead, small
+# enough that gguf's temporaries stay in cache (2^16-2^18 measured fastest among 2^13..2^20).
+WEIGHTS_PER_GGUF_CALL = 1 << 18
 
 
-def _nibbles(packed: np.ndarray) -> np.ndarray:
-    """[blocks, 16] uint8 -> [blocks, 32] uint8: low nibbles first, then high nibbles."""
-    return np.concatenate([packed & 0x0F, packed >> 4], axis=-1)
+@functools.cache
+def supported_types() -> tuple[str, ...]:
+    """Names of the ggml types the installed gguf package dequantises, found by asking it to
+    dequantise one zero block of each (its own table of types is private)."""
+    import gguf.quants
+
+    names = []
+    for qtype in gguf.GGMLQuantizationType:
+        block_bytes = gguf.GGML_QUANT_SIZES[qtype][1]
+        try:
+            gguf.quants.dequantize(np.zeros((1, block_bytes), np.uint8), qtype)
+        except Exception:  # NotImplementedError today; whatever fails here would fail on real data
+            continue
+        names.append(qtype.name)
+    return tuple(names)
 
 
-_BLOCK_DTYPES = {
-    "Q8_0": np.dtype([("d", "<f2"), ("q", "i1", QK)]),
-    "Q4_0": np.dtype([("d", "<f2"), ("q", "u1", QK // 2)]),
-    "Q4_1": np.dtype([("d", "<f2"), ("m", "<f2"), ("q", "u1", QK // 2)]),
-}
+def _dequantize_in_runs(stored: np.ndarray, qtype, num_weights: int) -> np.ndarray:
+    """Flat float32 weights from the flat bytes of `num_weights` weights in whole `qtype` blocks,
+    dequantised by gguf one run of blocks at a time (each run passed as a single row)."""
+    import gguf.quants
 
-
-def _dequantize_blocks(raw_bytes: np.ndarray, quant: str) -> np.ndarray:
-    """[n * block_bytes] uint8 -> [n, 32] float32."""
-    blocks = np.ascontiguousarray(raw_bytes).view(_BLOCK_DTYPES[quant])
-    scale = blocks["d"].astype(np.float32)[:, None]
-    if quant == "Q8_0":
-        return scale * blocks["q"].astype(np.float32)
-    codes = _nibbles(blocks["q"]).astype(np.float32)
-    if quant == "Q4_0":
-        return scale * (codes - 8.0)
-    return scale * codes + blocks["m"].astype(np.float32)[:, None]
+    block_size, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+    num_blocks = num_weights // block_size
+    if num_weights % block_size or stored.size != num_blocks * block_bytes:
+        raise ValueError(
+            f"{stored.size} bytes do not hold {num_weights} {qtype.name} weights "
+            f"({block_bytes} bytes per {block_size} weights)"
+        )
+    weights = np.empty(num_weights, np.float32)
+    blocks_per_run = max(1, WEIGHTS_PER_GGUF_CALL // block_size)
+    for first in range(0, num_blocks, blocks_per_run):
+        last = min(first + blocks_per_run, num_blocks)
+        run = stored[first * block_bytes : last * block_bytes].reshape(1, -1)
+        weights[first * block_size : last * block_size] = gguf.quants.dequantize(run, qtype).reshape(-1)
+    return weights
 
 
 def dequantize(raw: np.ndarray, quant: str, shape: tuple[int, ...]) -> np.ndarray:
     """float32 array of numpy `shape` from a GGUF tensor's stored bytes/values.
 
-    `quant` is a ggml type name: "F32", "F16", "BF16", "Q8_0", "Q4_0" or "Q4_1".
+    `quant` is a ggml type name ("F32", "Q4_1", "Q4_K", "Q6_K", ...; see `supported_types()`).
+    `raw` is what `GGUFReader` gives: typed values for F32/F16, otherwise uint8 bytes of whole
+    blocks in any shape (row-major).
     """
-    if quant == "F32":
-        values = np.asarray(raw).view(np.float32)
-    elif quant == "F16":
-        values = np.asarray(raw).view(np.float16).astype(np.float32)
-    elif quant == "BF16":
-        values = (np.asarray(raw).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-    elif quant in _BLOCK_DTYPES:
-        values = _dequantize_blocks(np.asarray(raw).view(np.uint8).reshape(-1), quant)
-    else:
+    import gguf.quants
+
+    if quant not in supported_types():
         raise NotImplementedError(
-            f"GGUF tensor type {quant} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"
+            f"GGUF tensor type {quant} is not supported (supported: {', '.join(supported_types())})"
         )
+    qtype = gguf.GGMLQuantizationType[quant]
+    shape = tuple(int(n) for n in shape)
+    raw = np.ascontiguousarray(raw)
+    if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+        values = gguf.quants.dequantize(raw, qtype)  # a view / one cast: no row groups to amortise
+    else:
+        values = _dequantize_in_runs(raw.view(np.uint8).reshape(-1), qtype, int(np.prod(shape)))
     return values.reshape(shape)
 
 

