@@ -8,6 +8,7 @@ jaxrl-llm ppo --cpu-devices 8 --parallel shard_map --num-envs 8 --out runs/ppo-8
 jaxrl-llm sac --env Pendulum-v1 --critic reacritic --reacritic-steps 8 --reacritic-depth 1
 jaxrl-llm shiq --model tiny --out runs/shiq          # offline, on the bundled rewarded sample
 jaxrl-llm dpo --data-path pairs.jsonl --out runs/dpo
+jaxrl-llm reward-model --model tiny --out runs/rm    # Bradley-Terry, on the bundled pairs
 
 Only the configs are imported up front (they import no JAX), so `--help` and flag
 errors answer at once; JAX, the algorithms and transformers load when a command runs.
@@ -33,6 +34,7 @@ from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig
 from jaxrl_llm.algorithms.configs.lm_grpo import LMGRPOConfig, SFTConfig
 from jaxrl_llm.algorithms.configs.loro import LOROConfig
 from jaxrl_llm.algorithms.configs.ppo import PPOConfig
+from jaxrl_llm.algorithms.configs.reward_model import RewardModelConfig
 from jaxrl_llm.algorithms.configs.sac import SACConfig
 from jaxrl_llm.algorithms.configs.shiq import ShiQConfig
 from jaxrl_llm.algorithms.configs.td3 import TD3Config
@@ -48,6 +50,7 @@ DISPLAY_NAMES = {
     "sft": "SFT",
     "shiq": "ShiQ",
     "dpo": "DPO",
+    "reward-model": "Reward model",
     "dqn": "DQN",
     "sac": "SAC",
     "td3": "TD3",
@@ -309,6 +312,15 @@ def dpo_command(config: Annotated[DPOConfig, Flat], run: Annotated[RunOptions, F
     _train("dpo", lambda _: offline_lm.make_dpo(config), config, run, chunk_length=1)
 
 
+def reward_model_command(config: Annotated[RewardModelConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
+    """A Bradley-Terry reward model (the language model plus a scalar head on the last token) on
+    preference pairs, a JSON Lines file of {"prompt", "chosen", "rejected"} (default: the bundled
+    arithmetic sample); --eval-pairs of them are held out for eval_accuracy."""
+    from jaxrl_llm.algorithms import reward_model
+
+    _train("reward-model", lambda _: reward_model.make_reward_model(config), config, run, chunk_length=1)
+
+
 def dqn(config: Annotated[DQNConfig, Flat], run: Annotated[RunOptions, Flat]) -> None:
     """Train DQN / Double DQN (--double-q) on a gymnax environment with discrete actions."""
     from jaxrl_llm.algorithms import dqn as dqn_lib
@@ -374,6 +386,7 @@ COMMANDS = {
     "sft": sft_command,
     "shiq": shiq_command,
     "dpo": dpo_command,
+    "reward-model": reward_model_command,
     "dqn": dqn,
     "sac": sac,
     "td3": td3,

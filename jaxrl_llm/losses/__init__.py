@@ -25,7 +25,7 @@ _EXPORTS = {
     "aggregate_loss": "policy_gradient",
     "policy_gradient_loss": "policy_gradient",
     "ppo_clip_token_loss": "policy_gradient",
-    # ShiQ's soft Bellman losses on shifted logits; offline preference losses (DPO, ORPO, DRO).
+    # ShiQ's soft Bellman losses on shifted logits; offline preference losses (DPO, ORPO, DRO, BT).
     "implied_log_policy": "bellman",
     "next_action_values": "bellman",
     "sequence_reward_to_tokens": "bellman",
@@ -34,6 +34,7 @@ _EXPORTS = {
     "shiq_loss": "bellman",
     "shiq_residuals": "bellman",
     "turn_rewards_to_tokens": "bellman",
+    "bradley_terry_loss": "preference",
     "dpo_loss": "preference",
     "dro_loss": "preference",
     "orpo_log_odds_ratio": "preference",

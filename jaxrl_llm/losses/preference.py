@@ -1,4 +1,5 @@
-"""Sequence-level preference and offline-regression losses: DPO (and cDPO), ORPO, DRO.
+"""Sequence-level preference and offline-regression losses: DPO (and cDPO), ORPO, DRO, and the
+Bradley-Terry loss of a scalar reward model.
 
 All take **summed** sequence log-probs `[B]` (Σ_t log π(y_t | x, y_<t) over the completion tokens,
 e.g. `(logprobs * completion_mask).sum(-1)`), never a model. They return `(loss, info)` with the
@@ -39,7 +40,13 @@ minimised jointly in θ and V (both receive gradients). At the optimum V = V*(x)
 and π_θ = π* ∝ π_ref e^{R/β}. ShiQ's multi-step residual at the first token with one final reward
 is this residual with V = v_θ(x) read from the logits (`losses/bellman.py`).
 
-Shapes: `[B]` for every argument (pairs for DPO/ORPO, completions for DRO).
+**Bradley-Terry reward model** (InstructGPT, Ouyang et al. 2022; margin: Llama 2, Touvron et al.
+2023; HelpSteer3-Preference, arXiv 2505.11475), scalar rewards r of the two responses of a pair:
+
+    Δ = r(x, y_c) − r(x, y_r)
+    ℓ = −log σ(Δ − m)          (m = 0: plain BT; m > 0: Llama 2's margin from the rating)
+
+Shapes: `[B]` for every argument (pairs for DPO/ORPO/BT, completions for DRO).
 """
 
 from typing import Optional, Union
@@ -48,7 +55,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-__all__ = ["dpo_loss", "dro_loss", "orpo_log_odds_ratio", "orpo_loss"]
+__all__ = ["bradley_terry_loss", "dpo_loss", "dro_loss", "orpo_log_odds_ratio", "orpo_loss"]
 
 Scalar = Union[float, chex.Array]
 _MAX_LOG_LIKELIHOOD = -1e-6
@@ -196,3 +203,46 @@ def dro_loss(
         "log_ratio_mean": jax.lax.stop_gradient(jnp.mean(log_ratio)),
     }
     return jnp.mean(losses), info
+
+
+def bradley_terry_loss(
+    chosen_reward: chex.Array,
+    rejected_reward: chex.Array,
+    margin: Optional[chex.Array] = None,
+    mask: Optional[chex.Array] = None,
+) -> tuple[chex.Array, dict[str, chex.Array]]:
+    """Bradley-Terry loss of a reward model, mean over the (unmasked) pairs:
+
+        ℓ = (1 / Σ_b w_b) Σ_b w_b · −log σ(r_c,b − r_r,b − m_b)
+
+    with w = `mask` (1 for every pair by default) and m = `margin` (0 by default). −log σ(z) is
+    computed as softplus(−z), finite and with a finite gradient for any |z|; all pairs masked
+    gives 0 (and zero gradients).
+
+    Args:
+      chosen_reward, rejected_reward: `[B]` scalar rewards r(x, y_c), r(x, y_r) (differentiated).
+      margin: `[B]` or scalar m ≥ 0 the chosen reward must beat the rejected one by (constant).
+      mask: `[B]` bool (or 0/1) marks the pairs that count.
+
+    Returns:
+      `(loss, info)` with `[B]` arrays `losses` (0 where masked) and `margins` (Δ = r_c − r_r)
+      and scalars over the unmasked pairs: `accuracy` (fraction with Δ > 0; a tie counts as
+      wrong, as RM-Bench and J1 count it) and `margin_mean` (mean Δ).
+    """
+    chex.assert_rank([chosen_reward, rejected_reward], 1)
+    chex.assert_equal_shape([chosen_reward, rejected_reward])
+    chex.assert_type([chosen_reward, rejected_reward], float)
+    margins = chosen_reward - rejected_reward
+    shifted = margins if margin is None else margins - jax.lax.stop_gradient(margin)
+    weights = jnp.ones_like(margins) if mask is None else jnp.asarray(mask).astype(margins.dtype)
+    chex.assert_equal_shape([margins, weights])
+    count = jnp.maximum(weights.sum(), 1.0)
+    losses = weights * jax.nn.softplus(-shifted)  # −log σ(z) = softplus(−z)
+    margins = jax.lax.stop_gradient(margins)
+    info = {
+        "losses": jax.lax.stop_gradient(losses),
+        "margins": margins,
+        "accuracy": jnp.sum(weights * (margins > 0)) / count,
+        "margin_mean": jnp.sum(weights * margins) / count,
+    }
+    return losses.sum() / count, info

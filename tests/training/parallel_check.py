@@ -20,7 +20,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from jaxrl_llm.algorithms import dqn, group_rl, lm_agent, lm_grpo, lm_sft, ppo, sac, td3  # noqa: E402
+from jaxrl_llm.algorithms import dqn, group_rl, lm_agent, lm_grpo, lm_sft, ppo, reward_model, sac, td3  # noqa: E402
 from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig  # noqa: E402
 from jaxrl_llm.training import compose, make_train, train_on_host  # noqa: E402
 from jaxrl_llm.training.sharding import bytes_per_device, make_mesh  # noqa: E402
@@ -97,6 +97,15 @@ CASES = {
     ),
     "sft": lambda: lm_sft.make_sft(
         lm_sft.SFTConfig(**LM_TASK, batch_size=16, num_updates=NUM_UPDATES),
+        optimizer=optax.sgd(0.1),
+        verbose=False,
+    ),
+    # 16 of the bundled pairs train (all of them each update), 4 held out are scored in collect
+    "reward_model": lambda: reward_model.make_reward_model(
+        reward_model.RewardModelConfig(
+            model="tiny", max_prompt_tokens=32, max_completion_tokens=24, batch_size=16, eval_pairs=4,
+            eval_every=2, num_updates=NUM_UPDATES,
+        ),
         optimizer=optax.sgd(0.1),
         verbose=False,
     ),

@@ -1,5 +1,5 @@
 """Every algorithm trains to the same parameters on 1 device and under shard_map, three of
-them under pmap too, and three with their state sharded by the rule table on a
+them under pmap too, and four with their state sharded by the rule table on a
 data x fsdp (x tensor) mesh (8 forced CPU devices, through `training.compose`)."""
 
 import json
@@ -9,14 +9,19 @@ from pathlib import Path
 
 import pytest
 
-ALGORITHMS = ["ppo", "grpo", "gigpo", "lm_grpo", "lm_agent", "sft", "dqn", "sac", "sac_discrete", "td3"]
+ALGORITHMS = ["ppo", "grpo", "gigpo", "lm_grpo", "lm_agent", "sft", "reward_model", "dqn", "sac", "sac_discrete", "td3"]
 # pmap wraps every algorithm's learn the same way (`training.parallel`); one on-policy, one
 # off-policy and one host-collected LM algorithm check it, the rest check shard_map only
 # (each mode is one more compile of the whole step on 8 devices: ~10 s per case on 2 cores).
 PMAP_CHECKED = {"ppo", "sac", "lm_grpo"}
 # FSDP (and tensor parallelism for an LM) from the rule table: each device must hold about a
 # quarter of the parameters (1/4 of every kernel, replicated norms and scalars on top).
-SHARDED_CHECKED = {"ppo": "data=2,fsdp=4", "sft": "data=2,fsdp=4", "lm_grpo": "data=2,fsdp=2,tensor=2"}
+SHARDED_CHECKED = {
+    "ppo": "data=2,fsdp=4",
+    "sft": "data=2,fsdp=4",
+    "reward_model": "data=2,fsdp=4",
+    "lm_grpo": "data=2,fsdp=2,tensor=2",
+}
 
 
 def parallel_report(algorithm: str) -> dict:

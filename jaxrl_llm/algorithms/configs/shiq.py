@@ -1,5 +1,7 @@
 """Configs of the offline LM trainers (importable without JAX: the CLI builds its flags from them):
-the fields every offline trainer shares, and ShiQ's (DPO's are in `configs/dpo.py`)."""
+the fields every trainer on a fixed JSON Lines dataset shares, those of the trainers against a
+frozen reference, and ShiQ's (DPO's are in `configs/dpo.py`, the reward model's in
+`configs/reward_model.py`)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from jaxrl_llm.losses.names import LOSS_AGG_MODES
 
 
 @dataclass(frozen=True)
-class OfflineLMConfig:
-    """A causal LM trained on a fixed JSON Lines dataset against a frozen copy of itself (the reference)."""
+class LMDatasetConfig:
+    """A causal LM (or a model built on one) trained on a fixed JSON Lines dataset."""
 
     model: str = "smollm2-135m-instruct"
     """'smollm2-135m-instruct' (bundled GGUF), 'tiny' (random ~1M params), a .gguf file or an HF directory."""
@@ -21,13 +23,11 @@ class OfflineLMConfig:
     seed: int = 0
     num_updates: int = 100
     batch_size: int = 8
-    """Rows (ShiQ: rewarded completions; DPO: preference pairs) per update, drawn without
+    """Rows (ShiQ: rewarded completions; DPO, reward model: preference pairs) per update, drawn without
     replacement when the dataset holds that many."""
     learning_rate: float = 1e-5
     max_grad_norm: float = 1.0
     """Global-norm gradient clipping (0: none)."""
-    beta: float = 0.1
-    """KL temperature β of the objective max E[r] − β KL(π‖π_ref)."""
     max_prompt_tokens: int = 256
     """Longest chat-formatted prompt; longer ones are refused (prompts are padded to the longest)."""
     max_completion_tokens: int = 64
@@ -48,12 +48,23 @@ class OfflineLMConfig:
             check_range(self, field_name, 1)
         check_range(self, "learning_rate", 0.0, low_inclusive=False)
         check_range(self, "max_grad_norm", 0.0)
-        check_range(self, "beta", 0.0, low_inclusive=False)
         check_range(self, "lora_rank", 0)
         check_range(self, "lora_alpha", 0.0, low_inclusive=False)
         check_range(self, "micro_batch_size", 0)
         if self.micro_batch_size:
             check_divides(self, "batch_size", "micro_batch_size", PER_DEVICE_SHARE)
+
+
+@dataclass(frozen=True)
+class OfflineLMConfig(LMDatasetConfig):
+    """A causal LM trained on a fixed JSON Lines dataset against a frozen copy of itself (the reference)."""
+
+    beta: float = 0.1
+    """KL temperature β of the objective max E[r] − β KL(π‖π_ref)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range(self, "beta", 0.0, low_inclusive=False)
 
 
 @dataclass(frozen=True)
