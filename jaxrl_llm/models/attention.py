@@ -57,3 +57,32 @@ def grouped_query_attention(
         )
         offset += width
     return output.reshape(batch, steps, num_heads, head_dim).astype(queries.dtype)
+
+
+def cached_attention(
+    queries: jax.Array, cached_keys: jax.Array, cached_values: jax.Array, visible: jax.Array
+) -> jax.Array:
+    """Grouped-query attention of new tokens over a cache that already holds their keys/values,
+    in the cache's own [B, K, S, d] layout (decoding: the dots' batch axes (b, k) lead and the
+    cache is read where it lies, never transposed):
+
+        softmax(q K^T / sqrt(d), masked to `visible`) @ V
+
+    queries [B, T, H, d] (H a multiple of K); cached_keys/cached_values [B, K, S, d];
+    visible [B, T, S] bool (real slots at or before each query's own). Returns [B, T, H, d].
+    """
+    batch, steps, num_heads, head_dim = queries.shape
+    num_kv_heads = cached_keys.shape[1]
+    group = num_heads // num_kv_heads
+    # rows m = g * T + t of each kv head's query block [B, K, G * T, d]
+    grouped = queries.reshape(batch, steps, num_kv_heads, group, head_dim).transpose(0, 2, 3, 1, 4)
+    grouped = grouped.reshape(batch, num_kv_heads, group * steps, head_dim)
+    grouped = grouped * jnp.asarray(head_dim**-0.5, queries.dtype)
+    scores = jnp.einsum("bkmd,bksd->bkms", grouped, cached_keys, preferred_element_type=jnp.float32)
+    visible_rows = jnp.tile(visible, (1, group, 1))[:, None]  # [B, 1, G * T, S], row m -> query t = m % T
+    probs = jax.nn.softmax(jnp.where(visible_rows, scores, _MASKED), axis=-1)
+    output = jnp.einsum(
+        "bkms,bksd->bkmd", probs.astype(cached_values.dtype), cached_values, preferred_element_type=jnp.float32
+    )
+    output = output.reshape(batch, num_kv_heads, group, steps, head_dim).transpose(0, 3, 1, 2, 4)
+    return output.reshape(batch, steps, num_heads, head_dim).astype(queries.dtype)

@@ -46,9 +46,14 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
-        x32 = x.astype(jnp.float32)
-        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (normed.astype(self.dtype) * scale.astype(self.dtype)).astype(self.dtype)
+        return rms_norm(x, scale, self.eps, self.dtype)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float, dtype) -> jax.Array:
+    """x / sqrt(mean(x^2) + eps) * scale over the last axis; statistics in float32, result in `dtype`."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return (normed.astype(dtype) * scale.astype(dtype)).astype(dtype)
 
 
 def _dense(config: LlamaConfig, features: int, name: str, use_bias: bool = False) -> nn.Dense:

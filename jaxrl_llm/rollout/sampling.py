@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_llm.models.kv_cache import KVCache
-from jaxrl_llm.models.layerwise_decode import decode_forward, split_cache, split_layers
+from jaxrl_llm.models.layerwise_decode import decode_forward, decode_weights, split_cache
 from jaxrl_llm.models.llama import prefill, project_to_vocab
 from jaxrl_llm.models.llama_config import LlamaConfig
 
@@ -150,10 +150,10 @@ def _generate(
         params, config, prompt_tokens, prompt_mask, prefix_len + prompt_len + max_new_tokens, prefix
     )
     last_hidden = jnp.take_along_axis(hidden, _last_real_index(prompt_mask)[:, None, None], axis=1)[:, 0]
-    # split once, before the loop: each decode step then reads per-layer buffers (no slicing copies)
-    layer_params, cache = split_layers(params, config), split_cache(cache)
+    # lay weights and cache out for decoding once, before the loop (`layerwise_decode`) ...
+    layer_weights, cache = decode_weights(params, config), split_cache(cache)
     # ... then give each of the `prompt_copies` rows of a prompt its own copy of the prompt's
-    # per-layer cache [U, max_len, kv_heads, head_dim] -> [B, ...], next-token logits and position
+    # per-layer cache [U, kv_heads, max_len, head_dim] -> [B, ...], next-token logits and position
     copies = functools.partial(_repeat_rows, copies=prompt_copies)
     cache = cache._replace(
         keys=tuple(map(copies, cache.keys)),
@@ -177,7 +177,7 @@ def _generate(
         is_stop = jnp.any(token[:, None] == stop_tokens[None, :], axis=-1)
         logits, cache = decode_forward(
             params,
-            layer_params,
+            layer_weights,
             config,
             token[:, None],
             state.position[:, None],
