@@ -10,7 +10,9 @@ holds whole groups because advantages are computed before the step.
 
 Full fine-tuning trains every parameter; `lora_rank > 0` trains low-rank adapters on
 the attention and MLP projections and keeps the base weights frozen, which are also
-the reference policy.
+the reference policy (read in place: no second copy of the base weights is made for it).
+With `kl_coef == 0` the loss has no KL term, so `collect` runs no reference pass at all
+(`needs_reference`) and the batch carries `ref_log_prob=None`.
 
 `reward="l2t"` (L2T's dense information-gain reward, paper or released-code credit
 assignment) and `reward="length-penalty"` replace the group advantages of the outcome
@@ -64,7 +66,7 @@ class CompletionBatch:
     mask: jax.Array  # [B, P + N] real tokens (contiguous)
     completion_mask: jax.Array  # [B, N]
     old_log_prob: jax.Array  # [B, N] sampler log-probs
-    ref_log_prob: jax.Array  # [B, N]
+    ref_log_prob: jax.Array | None  # [B, N]; None when kl_coef == 0 (no reference pass, no KL term)
     advantage: jax.Array  # [B]
 
 
@@ -219,6 +221,12 @@ def num_microbatches(
     return max(rows // size, 1)  # `split_microbatches` refuses a non-divisor
 
 
+def needs_reference(config) -> bool:
+    """Whether the loss reads the reference log-probs: only its KL term does, so with
+    `kl_coef == 0` (TRL's default beta) `collect` skips the reference forward pass."""
+    return config.kl_coef != 0
+
+
 def reference_log_probs(
     params, model_config, batch_tokens, batch_mask, num_prompt_tokens: int, num_slices: int
 ):
@@ -255,7 +263,10 @@ def plan_token_loss(config, model_config, batch: CompletionBatch, axis_name: str
 
 
 def clipped_token_loss(config, log_prob, entropy, batch: CompletionBatch, norm):
-    """The GRPO-family clipped token loss with k-estimated KL to the reference, under `config`."""
+    """The GRPO-family clipped token loss with k-estimated KL to the reference, under `config`.
+
+    `batch.ref_log_prob` None (kl_coef 0, see `needs_reference`) drops the KL term and its
+    `kl`/`kl_loss` metrics; with it given, a zero coefficient adds exactly 0 to the loss."""
     return policy_gradient_loss(
         log_prob,
         batch.old_log_prob,
@@ -340,8 +351,8 @@ def make_lm_grpo(
 ) -> Algorithm:
     """LM-GRPO as an `Algorithm`: `collect` samples `group_size` completions of
     `prompts_per_update` prompts, scores them with the Python rewards and computes the
-    reference log-probs and group advantages (host-driven); `learn` is `grpo_step`, with the
-    base model as `frozen`. The model is loaded by `setup(config)` unless `loaded` is given;
+    reference log-probs (unless `kl_coef == 0`) and group advantages (host-driven); `learn`
+    is `grpo_step`, with the base model as `frozen`. The model is loaded by `setup(config)` unless `loaded` is given;
     `optimizer` replaces the config's clipped Adam.
     """
     run = loaded or setup(config, verbose=verbose)
@@ -412,14 +423,17 @@ def make_lm_grpo(
         full_tokens = jnp.concatenate([prompt_tokens, tokens], axis=1)
         full_mask = jnp.concatenate([prompt_mask, completion_mask], axis=1)
         prompt_len = prompt_tokens.shape[1]
-        ref_log_prob = reference(
-            frozen,
-            batch_tokens=full_tokens,
-            batch_mask=full_mask,
-            num_prompt_tokens=prompt_len,
-            num_slices=num_microbatches(config, model_config, config.batch_size, prompt_len, width),
-        )
-        ref_log_prob.block_until_ready()
+        scored = time.perf_counter()  # reference_seconds times the reference pass alone
+        ref_log_prob = None  # kl_coef 0: the loss never reads it, so no reference forward
+        if needs_reference(config):
+            ref_log_prob = reference(
+                frozen,
+                batch_tokens=full_tokens,
+                batch_mask=full_mask,
+                num_prompt_tokens=prompt_len,
+                num_slices=num_microbatches(config, model_config, config.batch_size, prompt_len, width),
+            )
+            ref_log_prob.block_until_ready()
         referenced = time.perf_counter()
         if shaping is None:
             advantage, advantage_metrics = advantages(jnp.asarray(reward), group_ids)
@@ -457,7 +471,7 @@ def make_lm_grpo(
             "completion_length_mean": float(completion_mask.sum(1).mean()),
             "sampled_tokens_per_second": generated / (sampled - started),
             "sample_seconds": sampled - started,
-            "reference_seconds": referenced - sampled,
+            "reference_seconds": referenced - scored,
             **shaped_metrics,
         }
         return state.replace(update=state.update + 1), batch, metrics
