@@ -5,8 +5,10 @@ Same weights (both dequantised from the bundled GGUF), same chat prompt, greedy,
 between the two implementations inside one process and medians are reported, because these
 machines are shared. Besides end-to-end tokens/s we report ms per decode step,
     step = (time(N new tokens) - time(1 new token)) / (N - 1),
-next to the memory-bandwidth bound of one step: bytes of weights read per step divided by the
-copy bandwidth numpy measures in the same run.
+next to this machine's limit for one step, measured in the same run (`roofline.py`):
+    limit = max(FLOPs / matmul rate, bytes read / read bandwidth),
+FLOPs = 2 B (matrix weights) + 4 B L H d S (attention over the S = prompt + N cache slots),
+bytes = the weights once + the KV cache (2 L B K S d values); "% of limit" = limit / step.
 
     python benchmarks/lm.py [--reps 3] [--new-tokens 64] [--batches 1 16] [--dtypes float32 bfloat16]
 
@@ -33,25 +35,24 @@ from jaxrl_llm.models import load  # noqa: E402
 from jaxrl_llm.models.checkpoints.registry import checkpoint_path  # noqa: E402
 from jaxrl_llm.rollout.sampling import generate  # noqa: E402
 
+from roofline import measure as measure_roofline  # noqa: E402  (benchmarks/ is the script's folder)
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 NO_STOP = (-1,)
-
-
-def copy_bandwidth_gb_s(megabytes: int = 256, reps: int = 5) -> float:
-    """Median numpy copy bandwidth (read + write bytes per second)."""
-    source = np.ones(megabytes * 2**20 // 4, np.float32)
-    target = np.empty_like(source)
-    timings = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        np.copyto(target, source)
-        timings.append(time.perf_counter() - start)
-    return 2 * source.nbytes / statistics.median(timings) / 1e9
 
 
 def weight_bytes_per_step(params, config) -> int:
     """Bytes of weights one decode step reads: every matrix once (the tied embedding as the output head)."""
     return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(params))
+
+
+def decode_step_flops_and_bytes(params, config, batch: int, slots: int) -> tuple[float, float]:
+    """FLOPs and bytes read by one decode step of `batch` rows over a cache of `slots` slots."""
+    matrices = sum(x.size for x in jax.tree_util.tree_leaves(params) if x.ndim >= 2)
+    attention = 4 * batch * config.num_layers * config.num_heads * config.head_dim * slots
+    itemsize = jnp.dtype(config.compute_dtype).itemsize
+    cache = 2 * config.num_layers * batch * config.num_kv_heads * slots * config.head_dim * itemsize
+    return 2 * batch * matrices + attention, weight_bytes_per_step(params, config) + cache
 
 
 def transformers_model(dtype: str):
@@ -145,9 +146,12 @@ def benchmark(args) -> list[dict]:
             agreement = np.mean(
                 runners[("ours", args.new_tokens)]() == runners[("transformers", args.new_tokens)]()
             )
-            bandwidth = copy_bandwidth_gb_s()
+            limits = measure_roofline()
             seconds = measure(runners, args.reps)
-            bound_ms = weight_bytes / (bandwidth * 1e9) * 1e3
+            flops, bytes_read = decode_step_flops_and_bytes(
+                params, config, batch, prompts.shape[1] + args.new_tokens
+            )
+            limit_ms = limits.bound_seconds(flops, bytes_read) * 1e3
             for impl in ("ours", "transformers"):
                 total = seconds[(impl, args.new_tokens)]
                 step_ms = (total - seconds[(impl, 1)]) / (args.new_tokens - 1) * 1e3
@@ -158,8 +162,8 @@ def benchmark(args) -> list[dict]:
                         batch=batch,
                         tok_s=batch * args.new_tokens / total,
                         step_ms=step_ms,
-                        bound_ms=bound_ms,
-                        bandwidth=bandwidth,
+                        limit_ms=limit_ms,
+                        limits=limits,
                         agreement=agreement,
                         weight_mb=weight_bytes / 2**20,
                     )
@@ -171,19 +175,23 @@ def benchmark(args) -> list[dict]:
 def markdown(rows: list[dict], args) -> str:
     lines = [
         f"| impl | dtype | batch | tok/s ({args.new_tokens} new, median of {args.reps}) | ms / decode step "
-        "| bandwidth bound ms / step | weights MiB | copy GB/s | greedy tokens equal |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| limit ms / step | % of limit | weights MiB | matmul GFLOP/s | read GB/s | greedy tokens equal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['impl']} | {r['dtype']} | {r['batch']} | {r['tok_s']:.1f} | {r['step_ms']:.1f} "
-            f"| {r['bound_ms']:.1f} | {r['weight_mb']:.0f} | {r['bandwidth']:.1f} | {100 * r['agreement']:.0f}% |"
+            f"| {r['limit_ms']:.1f} | {100 * r['limit_ms'] / r['step_ms']:.0f}% | {r['weight_mb']:.0f} "
+            f"| {r['limits'].matmul_gflop_s:.0f} | {r['limits'].read_gb_s:.1f} | {100 * r['agreement']:.0f}% |"
         )
     ratios = []
     for dtype in args.dtypes:
         for batch in args.batches:
             pair = {r["impl"]: r for r in rows if r["dtype"] == dtype and r["batch"] == batch}
-            ratios.append(f"{dtype} B={batch}: {pair['ours']['tok_s'] / pair['transformers']['tok_s']:.2f}x")
+            ratios.append(
+                f"{dtype} B={batch}: {pair['ours']['tok_s'] / pair['transformers']['tok_s']:.2f}x tok/s, "
+                f"{pair['transformers']['step_ms'] / pair['ours']['step_ms']:.2f}x per decode step"
+            )
     lines.append("")
     lines.append("ours / transformers tok/s: " + ", ".join(ratios))
     return "\n".join(lines)

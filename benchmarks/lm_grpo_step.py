@@ -89,7 +89,7 @@ def ours_config(args):
         max_grad_norm=MAX_GRAD_NORM,
         format_reward_weight=FORMAT_WEIGHT,
         micro_batch_size=args.group,  # the same micro-batch as TRL's per-device batch
-        remat=False,  # TRL keeps activations too (like for like)
+        remat=True,  # like for like: TRL's GRPOConfig checkpoints gradients by default
         model_overrides=dict(item.split("=", 1) for item in args.ours_overrides),
     )
 
@@ -294,6 +294,7 @@ def worker_trl(args) -> dict:
             "transformers": transformers.__version__,
         },
         "setup_s": setup_s,
+        "gradient_checkpointing": config.gradient_checkpointing,
         "reward_calls": len(tokens_per_call),
         "steps": steps,
         "peak_rss_gib": peak_rss_gib(),

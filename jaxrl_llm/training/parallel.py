@@ -94,31 +94,39 @@ def build_step(step_fn: StepFn, mode: Mode = "single", mesh: Mesh | None = None)
     raise ValueError(f"build_step: mode={mode!r} is invalid; use 'single', 'shard_map', 'pmap' or 'sharded'.")
 
 
-def _global_view(step_fn: StepFn, mesh: Mesh) -> Callable:
-    """`jax.jit` of the single-device step with the state sharded by the rule table, the batch's
-    rows split over the mesh's batch axes and metrics replicated. One program per state/batch
-    signature (compiled on first use, reused after). The state is not donated: it may hold the
-    algorithm's frozen arrays, which later updates read again."""
+def sharded_program(step_fn: StepFn, mesh: Mesh, state, batch) -> tuple[Callable, tuple]:
+    """`(program, in_shardings)`: the `jax.jit` of the single-device step with the state sharded
+    by the rule table, the batch's rows split over the mesh's batch axes and metrics
+    replicated, for arguments shaped like `state` and `batch` (also what a test lowers to read
+    the compiled step's collectives)."""
     import flax.linen as nn
 
     from jaxrl_llm.training.sharding import activation_rules, batch_sharding, tree_shardings
 
     replicated = NamedSharding(mesh, P())
-    programs: dict = {}
 
     def traced_step(state, batch, key):
         # the model's activation constraints read these rules while the step is traced
         with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(activation_rules(mesh)):
             return step_fn(state, batch, key, axis_name=None)
 
+    state_shardings = tree_shardings(state, mesh)
+    in_shardings = (state_shardings, jax.tree.map(lambda _: batch_sharding(mesh), batch), replicated)
+    program = jax.jit(traced_step, in_shardings=in_shardings, out_shardings=(state_shardings, replicated))
+    return program, in_shardings
+
+
+def _global_view(step_fn: StepFn, mesh: Mesh) -> Callable:
+    """`sharded_program`, compiled once per state/batch signature (on first use, reused after).
+    The state is not donated: it may hold the algorithm's frozen arrays, which later updates
+    read again."""
+    programs: dict = {}
+
     def step(state, batch, key):
         leaves = jax.tree.leaves((state, batch))
         signature = (jax.tree.structure((state, batch)), tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
         if signature not in programs:
-            state_shardings = tree_shardings(state, mesh)
-            in_shardings = (state_shardings, jax.tree.map(lambda _: batch_sharding(mesh), batch), replicated)
-            program = jax.jit(traced_step, in_shardings=in_shardings, out_shardings=(state_shardings, replicated))
-            programs[signature] = (program, in_shardings)
+            programs[signature] = sharded_program(step_fn, mesh, state, batch)
         program, in_shardings = programs[signature]
         # arguments laid out otherwise (a batch collected on replicated arrays, a restored state)
         # move to the program's layout first; jit refuses committed arrays that differ
