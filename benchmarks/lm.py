@@ -35,9 +35,9 @@ from jaxrl_llm.models import load  # noqa: E402
 from jaxrl_llm.models.checkpoints.registry import checkpoint_path  # noqa: E402
 from jaxrl_llm.rollout.sampling import generate  # noqa: E402
 
-from roofline import measure as measure_roofline  # noqa: E402  (benchmarks/ is the script's folder)
+from results_file import append_to_section  # noqa: E402  (benchmarks/ is the script's folder)
+from roofline import measure as measure_roofline  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 NO_STOP = (-1,)
 
 
@@ -207,17 +207,7 @@ def append_results(table: str) -> None:
         "running, absolute numbers vary 2-10x between runs; compare within a row block.\n\n"
         f"{table}\n"
     )
-    text = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
-    heading = "## LM decode"
-    if heading not in text:
-        text = text.rstrip("\n") + f"\n\n{heading}\n" + block
-    else:
-        start = text.index(heading) + len(heading)
-        next_section = text.find("\n## ", start)
-        end = len(text) if next_section == -1 else next_section
-        text = text[:end].rstrip("\n") + "\n" + block + text[end:]
-    with open(RESULTS, "w") as f:
-        f.write(text)
+    append_to_section("## LM decode", block)
 
 
 def main():

@@ -49,6 +49,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import append_to_section  # benchmarks/ is the script's folder
+
 HERE = Path(__file__).resolve().parent
 FAILURES: list[str] = []
 SYSTEM_INSTRUCTION = "Solve the problem. End your reply with the final answer as '#### <number>'."
@@ -401,16 +403,9 @@ def prefill_table(results: list[dict]) -> str:
 
 
 def append_results(text: str) -> None:
-    """Appends `text` to benchmarks/RESULTS.md, under this script's section header."""
-    results = HERE / "RESULTS.md"
-    header = "## LM GRPO step (benchmarks/lm_grpo_step.py)"
-    existing = results.read_text() if results.exists() else ""
-    with results.open("a") as handle:
-        last_section = [line for line in existing.splitlines() if line.startswith("## ")][-1:]
-        if last_section != [header]:
-            handle.write(f"\n{header}\n")
-        handle.write(text)
-    print(f"appended to {results}")
+    """Appends `text` to benchmarks/RESULTS.md, at the end of this script's section."""
+    append_to_section("## LM GRPO step (benchmarks/lm_grpo_step.py)", text)
+    print(f"appended to {HERE / 'RESULTS.md'}")
 
 
 def main_prefill(args) -> None:

@@ -147,3 +147,32 @@ def test_lm_grpo_on_two_processes_equals_one_process(tmp_path):
     restored = [CheckpointStore(out / "checkpoints").restore(3, like).train_state.params for out in (multi, single)]
     for a, b in zip(*map(jax.tree.leaves, restored)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_each_process_feeds_only_its_rows_and_the_global_batch_is_whole(tmp_path):
+    """Host-local data: each process holds half the rows (`host_local_slice`), the global array
+    built from them (`jax.make_array_from_process_local_data`) is the whole batch in process
+    order, and a jitted reduction over all 8 devices sees every row once."""
+    import json
+    from pathlib import Path
+
+    port = free_port()
+    script = Path(__file__).with_name("host_local_check.py")
+    procs = []
+    for process_id in range(2):
+        env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+                   JAX_PROCESS_ID=str(process_id), JAXRL_HEARTBEAT_TIMEOUT=str(HEARTBEAT_SECONDS))
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    for process_id, report in enumerate(reports):
+        assert report["rows"] == [8 * process_id, 8 * process_id + 8], report
+        assert report["global_shape"] == [16, 3], report
+        # this process's devices hold exactly its own rows (two per device)
+        assert report["addressable_rows"] == list(range(8 * process_id, 8 * process_id + 8, 2)), report
+        assert report["weighted_sum"] == report["expected_weighted_sum"], report
+        assert report["gathered_equals_full"], report
