@@ -47,15 +47,16 @@ from jaxrl_llm.models.lora import apply_lora, lora_init
 from jaxrl_llm.models.tokenizer import stop_token_ids
 from jaxrl_llm.rollout.sampling import generate
 from jaxrl_llm.training import Algorithm, TrainState
-from jaxrl_llm.training.loop import fetch_to_host
-from jaxrl_llm.training.optimizers import clipped_adam
-from jaxrl_llm.training.train_state import create as create_train_state
 from jaxrl_llm.training.gradient_steps import (
     loss_norm_constant,
+    microbatch_count,
     microbatch_norm_constant,
     repeated_gradient_steps,
     split_microbatches,
 )
+from jaxrl_llm.training.loop import fetch_to_host
+from jaxrl_llm.training.optimizers import clipped_adam
+from jaxrl_llm.training.train_state import create as create_train_state
 
 
 @struct.dataclass
@@ -218,7 +219,7 @@ def num_microbatches(
         config.memory_budget_gb * 2**30,
         config.remat or model_config.remat,
     )
-    return max(rows // size, 1)  # `split_microbatches` refuses a non-divisor
+    return microbatch_count(rows, size)
 
 
 def needs_reference(config) -> bool:
@@ -352,8 +353,8 @@ def make_lm_grpo(
     """LM-GRPO as an `Algorithm`: `collect` samples `group_size` completions of
     `prompts_per_update` prompts, scores them with the Python rewards and computes the
     reference log-probs (unless `kl_coef == 0`) and group advantages (host-driven); `learn`
-    is `grpo_step`, with the base model as `frozen`. The model is loaded by `setup(config)` unless `loaded` is given;
-    `optimizer` replaces the config's clipped Adam.
+    is `grpo_step`, with the base model as `frozen`. The model is loaded by `setup(config)`
+    unless `loaded` is given; `optimizer` replaces the config's clipped Adam.
     """
     run = loaded or setup(config, verbose=verbose)
     model_config = run.model_config

@@ -46,6 +46,7 @@ from jaxrl_llm.rollout.sampling import generate
 from jaxrl_llm.training import Algorithm, TrainState
 from jaxrl_llm.training.gradient_steps import (
     loss_norm_constant,
+    microbatch_count,
     microbatch_norm_constant,
     repeated_gradient_steps,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "ShiQConfig",
     "make_dpo",
     "make_shiq",
+    "draw_rows",
     "pair_data",
     "rewarded_data",
     "sample_rewarded_dataset",
@@ -119,6 +121,14 @@ def pair_data(config: OfflineLMConfig, tokenizer, pairs=None) -> PairBatch:
         tokenizer, pairs, config.max_prompt_tokens, config.max_completion_tokens
     )
     return PairBatch(jnp.asarray(tokens), jnp.asarray(mask), prompt_len)
+
+
+def draw_rows(key: jax.Array, data, batch_size: int):
+    """`batch_size` rows of every leaf of the encoded dataset `data` (a `RewardedBatch` or
+    `PairBatch`), drawn on device from `key` without replacement while it holds that many."""
+    num_rows = data.tokens.shape[0]
+    rows = jax.random.choice(key, num_rows, (batch_size,), replace=num_rows < batch_size)
+    return jax.tree.map(lambda x: x[rows], data)
 
 
 def sample_rewarded_dataset(
@@ -264,7 +274,7 @@ def offline_step(
     micro-batches of `config.micro_batch_size` rows, exact whatever the device count."""
     del key
     rows = batch.tokens.shape[0]
-    num_microbatches = max(rows // (config.micro_batch_size or rows), 1)
+    num_microbatches = microbatch_count(rows, config.micro_batch_size)
     mode = getattr(config, "loss_agg_mode", None)  # token-weighted losses need the global count
     norm = None
     if mode is not None:
@@ -292,7 +302,6 @@ def _make_offline(
     frame_name: str,
 ) -> Algorithm:
     tx = optimizer or clipped_adam(config.learning_rate, config.max_grad_norm or None)
-    num_rows = data.tokens.shape[0]
 
     def init(key: jax.Array):
         if config.lora_rank:
@@ -303,9 +312,7 @@ def _make_offline(
 
     def collect(state: OfflineCollectState, params, key: jax.Array, *, frozen: OfflineFrozen):
         del params
-        rows = jax.random.choice(key, num_rows, (config.batch_size,), replace=num_rows < config.batch_size)
-        batch = jax.tree.map(lambda x: x[rows], frozen.data)
-        return OfflineCollectState(state.update + 1), batch, {}
+        return OfflineCollectState(state.update + 1), draw_rows(key, frozen.data, config.batch_size), {}
 
     def learn(train_state, batch, key, axis_name=None, *, frozen: OfflineFrozen):
         return offline_step(

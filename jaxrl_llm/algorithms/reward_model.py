@@ -33,13 +33,13 @@ from flax import struct
 
 from jaxrl_llm.algorithms.configs.reward_model import RewardModelConfig
 from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model
-from jaxrl_llm.algorithms.offline_lm import PairBatch, pair_data
+from jaxrl_llm.algorithms.offline_lm import PairBatch, draw_rows, pair_data
 from jaxrl_llm.data.offline import PreferencePair
 from jaxrl_llm.losses.preference import bradley_terry_loss
 from jaxrl_llm.models.lora import apply_lora, lora_init
 from jaxrl_llm.models.reward_head import init_head, sequence_rewards
 from jaxrl_llm.training import Algorithm, TrainState
-from jaxrl_llm.training.gradient_steps import repeated_gradient_steps
+from jaxrl_llm.training.gradient_steps import microbatch_count, repeated_gradient_steps
 from jaxrl_llm.training.optimizers import clipped_adam
 from jaxrl_llm.training.train_state import create as create_train_state
 
@@ -150,8 +150,7 @@ def reward_model_step(
     """One optimiser step on the mean loss over the (per-device) pairs, over micro-batches of
     `micro_batch_size` pairs (0: all at once)."""
     del key
-    rows = batch.tokens.shape[0]
-    num_microbatches = max(rows // (micro_batch_size or rows), 1)
+    num_microbatches = microbatch_count(batch.tokens.shape[0], micro_batch_size)
 
     def loss_fn(trainable, micro: PairBatch):
         return pair_objective(model_params(trainable, frozen.base), micro, model_config=model_config)
@@ -185,7 +184,6 @@ def make_reward_model(
     loaded = loaded or load_model(config, verbose)
     train_data, held_out = split_pairs(pair_data(config, loaded.tokenizer, dataset), config.eval_pairs, config.seed)
     tx = optimizer or clipped_adam(config.learning_rate, config.max_grad_norm or None)
-    num_rows = train_data.tokens.shape[0]
     hidden_size = loaded.model_config.hidden_size
 
     def init(key: jax.Array):
@@ -204,9 +202,7 @@ def make_reward_model(
         )
 
     def collect(state: RewardCollectState, trainable, key: jax.Array, *, frozen: RewardModelFrozen):
-        # without replacement within an update while the set is that large
-        rows = jax.random.choice(key, num_rows, (config.batch_size,), replace=num_rows < config.batch_size)
-        batch = jax.tree.map(lambda x: x[rows], frozen.train)
+        batch = draw_rows(key, frozen.train, config.batch_size)
         metrics = {} if frozen.held_out is None else {"eval_accuracy": evaluate(state, trainable, frozen)}
         return RewardCollectState(state.update + 1), batch, metrics
 

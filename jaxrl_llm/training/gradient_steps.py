@@ -32,6 +32,12 @@ def loss_norm_constant(loss_agg_mode: str, mask: jax.Array, axis_name: str | Non
     return None
 
 
+def microbatch_count(rows: int, micro_batch_size: int) -> int:
+    """How many micro-batches of `micro_batch_size` rows a (per-device) batch of `rows` takes
+    (0: the whole batch at once); `split_microbatches` refuses a size that does not divide it."""
+    return max(rows // (micro_batch_size or rows), 1)
+
+
 def split_microbatches(batch, num_microbatches: int):
     """Reshapes every leaf `[B, ...]` of `batch` to `[num_microbatches, B / num_microbatches, ...]`."""
 
