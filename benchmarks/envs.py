@@ -60,7 +60,8 @@ from jaxrl_llm.algorithms.ppo import make_policy
 from jaxrl_llm.models import ActorCritic
 from jaxrl_llm.rollout import RolloutState, Trajectory, reset, rollout
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
+
 HEADING = "## Env stepping (benchmarks/envs.py)"
 
 
@@ -84,13 +85,21 @@ def machine_info() -> str:
     )
 
 
-def append_results(markdown: str) -> None:
-    if not RESULTS.exists():
-        RESULTS.write_text(
-            "# Benchmark results\n\nSpeed against peers, ratios measured within one run; each script appends its own section.\n"
-        )
-    with RESULTS.open("a") as f:
-        f.write("\n" + markdown.rstrip() + "\n")
+def append_results(
+    date: str, info: str, t: int, repeats: int, main_table: str, variants_table: str, probe_text: str
+) -> None:
+    append_to_section(
+        HEADING,
+        f"\n### {date} — {info}\n\n"
+        f"CartPole-v1, T = {t} steps per call, median of {repeats} alternating rounds, compile excluded "
+        "(shown separately). `ours` = `jaxrl_llm.rollout.rollout` (trajectory kept); MLP = "
+        "the actor half of `ActorCritic(2)` (2×64 tanh, float32, sample + log-prob); PPO rollout policy = "
+        "`make_policy(ActorCritic(2))` (actor and critic, + value); the same weights in numpy (BLAS on 1 thread) "
+        "for gymnasium's `CartPoleVectorEnv` (target: ≥ 3× gymnasium at N = 1024 with the MLP in the loop).\n\n"
+        f"{main_table}\n\nVariants (ratio vs gymnasium with the same policy; PROTOTYPE = a rollout written in "
+        f"benchmarks/envs.py, not library code):\n\n{variants_table}\n{probe_text}",
+    )
+    print(f"appended to {RESULTS}")
 
 
 def fmt_rate(x: float) -> str:
@@ -493,17 +502,7 @@ def main() -> None:
     if args.quick or args.no_append:
         return
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    append_results(
-        f"{HEADING}\n\n{date}; {info}.\n"
-        f"CartPole-v1, T = {t} steps per call, median of {repeats} alternating rounds, compile excluded "
-        "(shown separately). `ours` = `jaxrl_llm.rollout.rollout` (trajectory kept); MLP = "
-        "the actor half of `ActorCritic(2)` (2×64 tanh, float32, sample + log-prob); PPO rollout policy = "
-        "`make_policy(ActorCritic(2))` (actor and critic, + value); the same weights in numpy (BLAS on 1 thread) "
-        "for gymnasium's `CartPoleVectorEnv` (target: ≥ 3× gymnasium at N = 1024 with the MLP in the loop).\n\n"
-        f"{main_table}\n\nVariants (ratio vs gymnasium with the same policy; PROTOTYPE = a rollout written in "
-        f"benchmarks/envs.py, not library code):\n\n{variants_table}\n{probe_text}"
-    )
-    print(f"appended to {RESULTS}")
+    append_results(date, info, t, repeats, main_table, variants_table, probe_text)
 
 
 if __name__ == "__main__":

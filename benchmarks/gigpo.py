@@ -20,7 +20,6 @@ import argparse
 import datetime
 import functools
 import os
-import pathlib
 import platform
 import statistics
 import time
@@ -28,11 +27,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
 
 from jaxrl_llm.losses.gigpo import gigpo_advantages
 from jaxrl_llm.losses.reference.gigpo_numpy import gigpo_advantages_reference
 
-RESULTS_PATH = pathlib.Path(__file__).resolve().parent / "RESULTS.md"
 SECTION_HEADING = "## GiGPO advantages"
 OPTIONS = dict(
     gamma=0.95,
@@ -94,15 +93,9 @@ def machine_description():
     )
 
 
-def append_to_results(block: str) -> None:
-    text = RESULTS_PATH.read_text() if RESULTS_PATH.exists() else "# Benchmark results\n"
-    if SECTION_HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION_HEADING}\n"
-    start = text.index(SECTION_HEADING) + len(SECTION_HEADING)
-    next_section = text.find("\n## ", start)
-    end = len(text) if next_section == -1 else next_section
-    text = text[:end].rstrip("\n") + "\n\n" + block.strip("\n") + "\n" + text[end:]
-    RESULTS_PATH.write_text(text if text.endswith("\n") else text + "\n")
+def append_results(block: str) -> None:
+    append_to_section(SECTION_HEADING, "\n" + block)
+    print(f"appended to {RESULTS}")
 
 
 def main():
@@ -193,8 +186,7 @@ times and the ratio move with its load (34–76× across runs on the same day), 
 """
     print(block)
     if not args.no_write:
-        append_to_results(block)
-        print(f"appended to {RESULTS_PATH}")
+        append_results(block)
 
 
 if __name__ == "__main__":

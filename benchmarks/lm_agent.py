@@ -57,7 +57,7 @@ transformers' forward on the same [N, prompt window] batch.
     python benchmarks/lm_agent.py [--reps 3] [--cases tiny smollm2] [--quick] [--temperature 0]
 
 Prints a markdown table and appends it, with date and machine, to benchmarks/RESULTS.md under
-"## LM agent loop" (not with --quick or --no-write).
+"## LM agent loop (benchmarks/lm_agent.py)" (not with --quick or --no-write).
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from results_file import append_to_section  # noqa: E402  (benchmarks/ is the script's folder)
 
 from jaxrl_llm.algorithms import lm_agent  # noqa: E402
 from jaxrl_llm.algorithms.configs.lm_agent import LMAgentConfig  # noqa: E402
@@ -91,8 +92,7 @@ from jaxrl_llm.rollout.agent import random_walk_policy  # noqa: E402
 from jaxrl_llm.rollout.env_rollout import reset_grouped  # noqa: E402
 from jaxrl_llm.rollout.sampling import generate  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
-HEADING = "## LM agent loop"
+HEADING = "## LM agent loop (benchmarks/lm_agent.py)"
 
 CASES = {
     "tiny": dict(
@@ -718,16 +718,7 @@ def append_results(table: str, args) -> None:
         "rep. Shared machine: absolute numbers vary 2-10x between runs; compare within a block.\n\n"
         f"{table}\n"
     )
-    text = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{HEADING} (benchmarks/lm_agent.py)\n" + block
-    else:
-        start = text.index(HEADING) + len(HEADING)
-        next_section = text.find("\n## ", start)
-        end = len(text) if next_section == -1 else next_section
-        text = text[:end].rstrip("\n") + "\n" + block + text[end:]
-    with open(RESULTS, "w") as f:
-        f.write(text)
+    append_to_section(HEADING, block)
 
 
 def main():

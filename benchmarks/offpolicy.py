@@ -60,8 +60,8 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
+from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
+
 HEADING = "## Off-policy: DQN CartPole-v1, SAC Pendulum-v1 (benchmarks/offpolicy.py)"
 VENVS = Path(os.environ.get("JAXRL_BENCH_VENVS", "/work/venvs"))
 PYTHONS = {name: VENVS / name / "bin" / "python" for name in ("rejax", "sb3", "sbx")}
@@ -375,6 +375,17 @@ def machine_info() -> str:
     return f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}, jax {jax.__version__}; load average at start {load}"
 
 
+def append_results(date: str, info: str, num_seeds: int, text: str, per_seed: str) -> None:
+    append_to_section(
+        HEADING,
+        f"\n### {date} — {info}\n\n{num_seeds} seeds per method, medians (time/frames to threshold: over "
+        f"the seeds that reached it); methods alternated seed by seed. Command: `{' '.join(['python', 'benchmarks/offpolicy.py', *sys.argv[1:]])}`. "
+        "Hyperparameters, evaluation and timing as in the script's docstring.\n\n"
+        f"{text}\n\nPer seed:\n\n{per_seed}\n",
+    )
+    print(f"appended to {RESULTS}")
+
+
 def fmt(x, spec=".1f", suffix=""):
     return "–" if x is None or x != x else f"{x:{spec}}{suffix}"
 
@@ -475,14 +486,7 @@ def main() -> None:
     if args.quick or args.no_append:
         return
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    with RESULTS.open("a") as f:
-        f.write(
-            f"\n{HEADING}\n\n{date}; {info}. {len(seeds)} seeds per method, medians (time/frames to threshold: over "
-            f"the seeds that reached it); methods alternated seed by seed. Command: `{' '.join(['python', 'benchmarks/offpolicy.py', *sys.argv[1:]])}`. "
-            "Hyperparameters, evaluation and timing as in the script's docstring.\n\n"
-            f"{text}\n\nPer seed:\n\n{per_seed}\n"
-        )
-    print(f"appended to {RESULTS}")
+    append_results(date, info, len(seeds), text, per_seed)
 
 
 if __name__ == "__main__":

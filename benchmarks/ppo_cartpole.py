@@ -51,8 +51,8 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
+from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
+
 HEADING = "## PPO CartPole-v1 to solved (benchmarks/ppo_cartpole.py)"
 VENVS = Path(os.environ.get("JAXRL_BENCH_VENVS", "/work/venvs"))
 REJAX_PY = VENVS / "rejax" / "bin" / "python"
@@ -432,6 +432,19 @@ def machine_info() -> str:
     )
 
 
+def append_results(date: str, info: str, num_seeds: int, table: str, extra: str, per_seed: str) -> None:
+    append_to_section(
+        HEADING,
+        f"\n### {date} — {info}\n\n{num_seeds} seeds per method, medians over the seeds that solved; "
+        "methods alternated seed by seed. Criteria and timing as in the script's docstring: `update-mean` = "
+        "mean return of the training episodes that ended in the latest update ≥ 475 (primary); `last-100` = mean "
+        "of the latest 100 training episodes ≥ 475. Targets: time to solve (compile incl.) below both peers; "
+        "training frames/s ≥ 20× SB3 and above rejax.\n\n"
+        f"{table}\n{extra}\nPer seed:\n\n{per_seed}\n",
+    )
+    print(f"appended to {RESULTS}")
+
+
 def fmt(x, spec=".1f", suffix=""):
     return "–" if x != x else f"{x:{spec}}{suffix}"
 
@@ -532,21 +545,7 @@ def main() -> None:
     if args.quick or args.no_append:
         return
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    RESULTS.parent.mkdir(exist_ok=True)
-    if not RESULTS.exists():
-        RESULTS.write_text(
-            "# Benchmark results\n\nSpeed against peers, ratios measured within one run; each script appends its own section.\n"
-        )
-    with RESULTS.open("a") as f:
-        f.write(
-            f"\n{HEADING}\n\n{date}; {info}. {len(seeds)} seeds per method, medians over the seeds that solved; "
-            "methods alternated seed by seed. Criteria and timing as in the script's docstring: `update-mean` = "
-            "mean return of the training episodes that ended in the latest update ≥ 475 (primary); `last-100` = mean "
-            "of the latest 100 training episodes ≥ 475. Targets: time to solve (compile incl.) below both peers; "
-            "training frames/s ≥ 20× SB3 and above rejax.\n\n"
-            f"{table}\n{extra}\nPer seed:\n\n{per_seed}\n"
-        )
-    print(f"appended to {RESULTS}")
+    append_results(date, info, len(seeds), table, extra, per_seed)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import jax
+from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
 
 from jaxrl_llm.algorithms import sac
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADING = "## ReaCritic vs MLP critic, SAC Pendulum-v1 (benchmarks/reacritic.py)"
 CASES = {
     "MLP (64, 64)": {},
     "ReaCritic H=8 V=1 h=64": dict(critic="reacritic", reacritic_steps=8, reacritic_depth=1, reacritic_width=64),
@@ -43,6 +43,18 @@ def compiled_run(fields: dict, frames: int):
     program = jax.jit(sac.make_train(config)).lower(key).compile()
     critic = sac.make_sac(config).init(key)[0].params["critic"]
     return program, key, sum(leaf.size for leaf in jax.tree.leaves(critic))
+
+
+def append_results(stamp: str, load: tuple[float, ...], frames: int, reps: int, table: str) -> None:
+    append_to_section(
+        HEADING,
+        f"\n### {stamp} UTC — nproc {os.cpu_count()}, {platform.processor() or platform.machine()}, Python "
+        f"{platform.python_version()}, jax {jax.__version__}; load average at start "
+        f"{', '.join(f'{x:.1f}' for x in load)}\n\n{frames} frames per execution (one gradient step each "
+        f"after the first 100), batch 256, {reps} reps alternating. Command: `python benchmarks/reacritic.py`.\n\n"
+        f"{table}\n",
+    )
+    print(f"appended to {RESULTS}")
 
 
 def main() -> None:
@@ -79,17 +91,7 @@ def main() -> None:
     if args.quick or args.no_append:
         return
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    section = (
-        "\n## ReaCritic vs MLP critic, SAC Pendulum-v1 (benchmarks/reacritic.py)\n\n"
-        f"{stamp} UTC; nproc {os.cpu_count()}, {platform.processor() or platform.machine()}, Python "
-        f"{platform.python_version()}, jax {jax.__version__}; load average at start "
-        f"{', '.join(f'{x:.1f}' for x in load)}. {frames} frames per execution (one gradient step each "
-        f"after the first 100), batch 256, {reps} reps alternating. Command: `python benchmarks/reacritic.py`.\n\n"
-        f"{table}\n"
-    )
-    with RESULTS.open("a") as out:
-        out.write(section)
-    print(f"appended to {RESULTS}")
+    append_results(stamp, load, frames, reps, table)
 
 
 if __name__ == "__main__":

@@ -66,9 +66,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
+
 from jaxrl_llm.training.hlo_accounting import hlo_accounting
 
-HERE = Path(__file__).resolve().parent
 HEADER = "## Scaling (benchmarks/scaling.py)"
 
 
@@ -106,7 +107,6 @@ def lm_case(rows: int, args):
     import jax.numpy as jnp
 
     from jaxrl_llm.algorithms import lm_grpo
-    from jaxrl_llm.training.algorithm import _learn_with_frozen
 
     if "alg" not in _LM_CACHE:
         config = lm_grpo.LMGRPOConfig(
@@ -144,18 +144,15 @@ def lm_case(rows: int, args):
         "intermediate": model.intermediate_size,
         "seq": p + c,
     }
-    return _learn_with_frozen(algorithm.learn, algorithm.frozen), train_state, algorithm.frozen, batch, info
+    return algorithm.learn, train_state, algorithm.frozen, batch, info
 
 
 def worker(args) -> dict:
-    from functools import partial
-
     import jax
     import numpy as np
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
 
-    from jaxrl_llm.training.sharding import batch_sharding, bytes_per_device, make_mesh, tree_shardings
+    from jaxrl_llm.training.parallel import sharded_program
+    from jaxrl_llm.training.sharding import bytes_per_device, make_mesh
 
     n = jax.device_count()
     assert n == args.worker, (n, args.worker)
@@ -177,12 +174,9 @@ def worker(args) -> dict:
     for case in cases:
         mesh = make_mesh(case["mesh"])
         train_state, frozen = case["state"], case["frozen"]
-        state = train_state if frozen is None else (train_state, frozen)
-        replicated = NamedSharding(mesh, P())
-        state_shardings = tree_shardings(state, mesh)
-        in_shardings = (state_shardings, jax.tree.map(lambda _: batch_sharding(mesh), case["batch"]), replicated)
-        program = jax.jit(partial(case["fn"], axis_name=None), in_shardings=in_shardings, out_shardings=(state_shardings, replicated))
-        placed = jax.device_put((state, case["batch"], jax.random.PRNGKey(5)), in_shardings)
+        # not donated: the timed reps below run the step on the same state again
+        program, in_shardings = sharded_program(case["fn"], mesh, train_state, case["batch"], frozen)
+        placed = jax.device_put((train_state, case["batch"], jax.random.PRNGKey(5), frozen), in_shardings)
         t0 = time.perf_counter()
         compiled = program.lower(*placed).compile()
         compile_s = time.perf_counter() - t0
@@ -198,8 +192,7 @@ def worker(args) -> dict:
             temp_bytes = int(compiled.memory_analysis().temp_size_in_bytes)
         except Exception:  # noqa: BLE001
             temp_bytes = -1
-        placed_train = placed[0] if frozen is None else placed[0][0]
-        per_device = bytes_per_device(placed_train)
+        per_device = bytes_per_device(placed[0])
         params_bytes = sum(x.nbytes for x in jax.tree.leaves(train_state.params))
         results.append(
             {
@@ -212,7 +205,7 @@ def worker(args) -> dict:
                 "param_bytes": params_bytes,
                 "train_state_bytes": sum(x.nbytes for x in jax.tree.leaves(train_state)),
                 "train_state_bytes_per_device_max": max(per_device.values()),
-                "frozen_bytes_per_device_max": max(bytes_per_device(placed[0][1]).values()) if frozen is not None else 0,
+                "frozen_bytes_per_device_max": max(bytes_per_device(placed[3]).values()) if frozen is not None else 0,
                 "temp_bytes_per_device": temp_bytes,
                 "xla_cost_analysis_flops": xla_flops,
                 "compile_s": compile_s,
@@ -227,9 +220,8 @@ def worker(args) -> dict:
     times: list[list[float]] = [[] for _ in results]
     for _ in range(args.reps + 1):
         for i, r in enumerate(results):
-            state, batch, key = r["_placed"]
             t0 = time.perf_counter()
-            out = r["_compiled"](state, batch, key)
+            out = r["_compiled"](*r["_placed"])
             jax.block_until_ready(out)
             times[i].append(time.perf_counter() - t0)
     for r, t in zip(results, times):
@@ -458,14 +450,8 @@ def machine_info() -> str:
 
 
 def append_results(text: str) -> None:
-    results = HERE / "RESULTS.md"
-    existing = results.read_text() if results.exists() else ""
-    with results.open("a") as handle:
-        last_section = [line for line in existing.splitlines() if line.startswith("## ")][-1:]
-        if last_section != [HEADER]:
-            handle.write(f"\n{HEADER}\n")
-        handle.write(text)
-    print(f"appended to {results}")
+    append_to_section(HEADER, text)
+    print(f"appended to {RESULTS}")
 
 
 def main() -> None:
