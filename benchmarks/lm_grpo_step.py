@@ -120,7 +120,7 @@ def worker_ours(args) -> dict:
 
     started = time.perf_counter()
     config = ours_config(args)
-    fns = compose(lm_grpo.make_lm_grpo(config, lm_grpo.setup(config)))
+    fns = compose(lm_grpo.make_lm_grpo(config, lm_grpo.setup(config)), donate_state=not args.no_donate)
     state = fns.init(jax.random.PRNGKey(0))
     jax.block_until_ready(state)
     setup_s = time.perf_counter() - started
@@ -146,6 +146,7 @@ def worker_ours(args) -> dict:
             }
         )
     extra = f", {' '.join(args.ours_overrides)}" if args.ours_overrides else ""
+    extra += ", train state not donated" if args.no_donate else ""
     return {
         "impl": f"ours (jaxrl_llm, JAX{extra})",
         "setup_s": setup_s,
@@ -448,6 +449,8 @@ def run_worker(python: str, which: str, args, problems_file: str, timeout: float
     ]
     if args.ours_overrides:
         command += ["--ours-overrides", *args.ours_overrides]
+    if args.no_donate:
+        command.append("--no-donate")
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -520,6 +523,9 @@ def main() -> None:
         nargs="*",
         default=[],
         help="LlamaConfig overrides for ours, e.g. remat=true (LMGRPOConfig.model_overrides)",
+    )
+    parser.add_argument(
+        "--no-donate", action="store_true", help="ours keeps the old train state (compose(donate_state=False))"
     )
     parser.add_argument("--trl-python", default="/work/venvs/trl/bin/python")
     parser.add_argument("--skip-trl", action="store_true")

@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import struct
 from jax.sharding import Mesh
 
@@ -78,15 +79,12 @@ class LoopState:
     key: jax.Array
 
 
-def _learn_with_frozen(learn: Callable, frozen: Any) -> Callable:
-    """`learn` as a step over `(train_state, frozen)`, so `frozen` enters as an argument."""
-
-    def step(state, batch, key, axis_name):
-        train_state, frozen_arrays = state
-        train_state, metrics = learn(train_state, batch, key, axis_name, frozen=frozen_arrays)
-        return (train_state, frozen_arrays), metrics
-
-    return step
+def _owned(train_state: Any) -> Any:
+    """`train_state` with its arrays copied: the step donates the train state's buffers, which
+    must not be arrays anything else still reads (the caller's loaded weights, the frozen
+    reference that full fine-tuning starts from). Transient: the copies become the step's own
+    buffers, and a jitted `init` returns fresh arrays anyway."""
+    return jax.tree.map(lambda leaf: jnp.copy(leaf) if isinstance(leaf, jax.Array) else leaf, train_state)
 
 
 def _check_splits(batch: Any, num_devices: int) -> None:
@@ -101,12 +99,15 @@ def _check_splits(batch: Any, num_devices: int) -> None:
             )
 
 
-def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None = None):
+def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None = None, donate_state: bool = True):
     """The `TrainFunctions` (init, update) of `algorithm`, with `learn` run by `parallel`.
 
     `update(LoopState) -> (LoopState, metrics)` splits the state's key into a collect
     and a learn key, collects with the current parameters and learns on the batch;
-    the metrics are the union of both (learn's win on a name clash).
+    the metrics are the union of both (learn's win on a name clash). With `donate_state`
+    the learn step writes the new train state into the old one's buffers (an LM's weights and
+    optimizer moments are not held twice), so a state passed to `update` is spent: keep the
+    returned one (False keeps every state readable, at that memory cost).
     """
     from jaxrl_llm.training.loop import TrainFunctions
 
@@ -120,10 +121,7 @@ def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None =
     elif parallel != "single":
         mesh = mesh or data_mesh()
     frozen_arrays = place(algorithm.frozen)
-    learn = (
-        algorithm.learn if algorithm.frozen is None else _learn_with_frozen(algorithm.learn, algorithm.frozen)
-    )
-    step = build_step(learn, parallel, mesh)
+    step = build_step(algorithm.learn, parallel, mesh, donate_state=donate_state)
     if parallel == "single":
         num_devices = 1
     elif parallel == "sharded":
@@ -134,6 +132,8 @@ def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None =
     def init(key: jax.Array) -> LoopState:
         key, init_key = jax.random.split(key)
         train_state, collect_state = algorithm.init(init_key)
+        if donate_state:
+            train_state = _owned(train_state)
         # sharded: laid out as the step keeps it, so a checkpoint restores into that layout too
         # (and, across processes, global arrays: every process computes the same init)
         return LoopState(place(train_state), replicate(collect_state), replicate(key))
@@ -145,10 +145,7 @@ def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None =
             state.collect_state, state.train_state.params, collect_key, **extra
         )
         _check_splits(batch, num_devices)
-        if algorithm.frozen is None:
-            train_state, learn_metrics = step(state.train_state, batch, learn_key)
-        else:
-            (train_state, _), learn_metrics = step((state.train_state, frozen), batch, learn_key)
+        train_state, learn_metrics = step(state.train_state, batch, learn_key, frozen)
         return LoopState(train_state, collect_state, key), {**collect_metrics, **learn_metrics}
 
     return TrainFunctions(

@@ -320,9 +320,11 @@ def run(
             )
             bar.update(length * fns.frames_per_update)
     except KeyboardInterrupt:
-        if update > saved:
+        # the step donates the train state: stopped inside an update, `state` (the last
+        # finished update) may already be spent, and then the last checkpoint is what stands
+        if update > saved and not _spent(state):
             save(update)
-        raise TrainingInterrupted(update, out_dir) from None
+        raise TrainingInterrupted(saved if _spent(state) else update, out_dir) from None
     finally:
         bar.close()
         if writer is not None:
@@ -338,6 +340,11 @@ def run(
                 raw=fns.raw_progress_metric,
             )
     return state
+
+
+def _spent(state: Any) -> bool:
+    """Whether any array of `state` was donated to a step (its buffer is gone)."""
+    return any(isinstance(x, jax.Array) and x.is_deleted() for x in jax.tree.leaves(state))
 
 
 def agreed(decision: bool) -> bool:

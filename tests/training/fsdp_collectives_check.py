@@ -16,7 +16,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jaxrl_llm.algorithms import lm_grpo  # noqa: E402
-from jaxrl_llm.training.algorithm import _learn_with_frozen  # noqa: E402
 from jaxrl_llm.training.hlo_accounting import hlo_accounting  # noqa: E402
 from jaxrl_llm.training.parallel import sharded_program  # noqa: E402
 from jaxrl_llm.training.sharding import make_mesh, place_on_mesh  # noqa: E402
@@ -27,10 +26,9 @@ config = lm_grpo.LMGRPOConfig(
 )
 run = lm_grpo.setup(config, verbose=False)
 algorithm = lm_grpo.make_lm_grpo(config, run, verbose=False)
-step = _learn_with_frozen(algorithm.learn, algorithm.frozen)
 mesh = make_mesh("fsdp=4")
 train_state, _ = algorithm.init(jax.random.key(0))
-state = place_on_mesh((train_state, algorithm.frozen), mesh)
+train_state, frozen = place_on_mesh((train_state, algorithm.frozen), mesh)
 
 
 def batch_of(rows: int) -> lm_grpo.CompletionBatch:
@@ -48,7 +46,7 @@ def batch_of(rows: int) -> lm_grpo.CompletionBatch:
 report = {"param_bytes": sum(x.nbytes for x in jax.tree.leaves(algorithm.frozen))}
 for rows in (8, 32):
     batch = batch_of(rows)
-    program, _ = sharded_program(step, mesh, state, batch)
-    text = program.lower(state, batch, jax.random.key(1)).compile().as_text()
+    program, _ = sharded_program(algorithm.learn, mesh, train_state, batch, frozen, donate_state=True)
+    text = program.lower(train_state, batch, jax.random.key(1), frozen).compile().as_text()
     report[str(rows)] = hlo_accounting(text, num_devices=4)["collectives"]
 print(json.dumps(report))

@@ -104,3 +104,43 @@ def test_a_batch_that_does_not_split_over_the_devices_is_explained():
     _check_splits({"obs": jnp.zeros((16, 3))}, 8)
     with pytest.raises(ValueError, match=r"\['obs'\] has 12 rows, which do not split evenly over 8 devices"):
         _check_splits({"obs": jnp.zeros((12, 3))}, 8)
+
+
+def full_finetuning(frozen_params: jax.Array) -> Algorithm:
+    """Starts its policy from the very array that is also its frozen reference (as an LM's full
+    fine-tuning does) and learns on the host, one step per update."""
+    tx = optax.sgd(0.5)
+
+    def init(key):
+        return create(frozen_params, tx), jnp.zeros((), jnp.int32)
+
+    def collect(count, params, key, *, frozen):
+        return count + 1, {"x": params - frozen}, {}
+
+    def learn(state, batch, key, axis_name, *, frozen):
+        return apply_gradients(state, -jnp.ones_like(state.params), tx), {"loss": jnp.sum(batch["x"])}
+
+    return Algorithm(init, collect, learn, 3, 1, host_collect=True, frozen=frozen_params)
+
+
+def test_the_step_donates_the_train_state_but_not_the_frozen_arrays():
+    reference = jnp.arange(4.0)
+    fns = compose(full_finetuning(reference))
+    state = fns.init(jax.random.PRNGKey(0))
+    assert state.train_state.params is not reference  # init's alias of the frozen array was copied
+    first = state
+    for _ in range(3):
+        state, metrics = fns.update(state)
+    # the old state's buffers went to the step; the reference is intact and still read
+    assert first.train_state.params.is_deleted()
+    assert not reference.is_deleted()
+    np.testing.assert_array_equal(reference, np.arange(4.0))
+    np.testing.assert_allclose(state.train_state.params, np.arange(4.0) + 1.5)
+    assert float(metrics["loss"]) == 4.0  # the third collect saw params - reference = 1.0 per entry
+
+
+def test_donation_does_not_change_compiled_or_host_runs():
+    algorithm = counting(host_collect=False, frozen={"shift": jnp.float32(2.0)})
+    compiled, _ = jax.jit(make_train(algorithm))(jax.random.PRNGKey(0))
+    on_host, _ = train_on_host(dataclasses.replace(algorithm, host_collect=True), jax.random.PRNGKey(0))
+    assert float(compiled.train_state.params) == float(on_host.train_state.params) == 9.0

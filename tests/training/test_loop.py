@@ -65,6 +65,14 @@ def test_ctrl_c_saves_the_last_finished_update(tmp_path):
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
 
 
+def test_ctrl_c_inside_a_step_that_took_the_state_keeps_the_last_checkpoint(tmp_path):
+    fns = counting_functions(host_update=True, raise_at=4, error=KeyboardInterrupt, donate_before_raising=True)
+    with pytest.raises(TrainingInterrupted, match="interrupted at update 2") as info:
+        run(fns, {"algorithm": "count"}, tmp_path, seed=0, checkpoint_every=2, checkpoint_overhead=0, progress=False)
+    assert info.value.update == 2
+    assert CheckpointStore(tmp_path / "checkpoints").latest_step() == 2
+
+
 def test_cli_turns_ctrl_c_into_a_message_and_exit_130(tmp_path, monkeypatch, capsys):
     import jaxrl_llm.training
 
