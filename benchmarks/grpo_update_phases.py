@@ -276,9 +276,9 @@ def measure(part: str, variant_name: str, params, model_config, batch, prompt_le
 def step_memory(params, model_config, remat: bool, batch_rows: int, micro_rows: int, prompt_len: int,
                 completion_len: int, donate: bool) -> dict:
     """XLA's buffer sizes of the whole compiled `grpo_step` (Adam, `batch_rows` rows in micro-batches of
-    `micro_rows`), compiled as `training.parallel.build_step` does for one device (train state and
-    frozen weights in, new train state out), or with the train state donated (`donate`, which
-    `build_step` does not do today). Compiled on abstract shapes: nothing is allocated or run."""
+    `micro_rows`), compiled for one device with the train state and frozen weights in and the new
+    train state out, donating the train state (`donate`, as `training.compose` does by default) or
+    not (`compose(donate_state=False)`). Compiled on abstract shapes: nothing is allocated or run."""
     from jaxrl_llm.training.optimizers import clipped_adam
     from jaxrl_llm.training.train_state import create
 
