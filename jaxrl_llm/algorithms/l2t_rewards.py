@@ -79,7 +79,7 @@ from jaxrl_llm.losses.information_gain import (
 from jaxrl_llm.models.compression_penalty import lora_compression_penalty
 from jaxrl_llm.models.llama import hidden_states, positions_from_mask
 from jaxrl_llm.models.logprobs import logprobs_from_hidden
-from jaxrl_llm.models.lora import apply_lora
+from jaxrl_llm.models.lora import model_weights
 from jaxrl_llm.rollout.episode_spans import (
     EpisodeSpans,
     episode_tag_patterns,
@@ -378,7 +378,7 @@ def make_reward_shaping(
         num_slices,
     ):
         completion_mask = completion_mask.astype(bool)
-        params = apply_lora(frozen, trainable) if lora else trainable
+        params = model_weights(frozen, trainable)
         spans = split(completion_tokens, completion_mask)
         content = completion_mask & ~jnp.any(completion_tokens[..., None] == stops, axis=-1)
         scores = boundary_scores(

@@ -58,7 +58,7 @@ from jaxrl_llm.losses import gigpo_advantages, group_advantages
 from jaxrl_llm.losses.gae import generalized_advantage_estimation
 from jaxrl_llm.models.llama import hidden_states, positions_from_mask
 from jaxrl_llm.models.logprobs import completion_logprobs_entropy_and_prompt_state
-from jaxrl_llm.models.lora import apply_lora, lora_init
+from jaxrl_llm.models.lora import model_weights, trainable_weights
 from jaxrl_llm.models.tokenizer import stop_token_ids
 from jaxrl_llm.rollout.agent import AgentRows, agent_rollout, episode_metrics, lm_policy, random_walk_policy
 from jaxrl_llm.rollout.agent_text import AgentText, build_agent_text
@@ -262,7 +262,7 @@ def ppo_step(
     value_norm = microbatch_norm_constant("token-mean", value_norm, plan.num_slices)
 
     def loss_fn(trainable, micro: AgentPPOBatch):
-        params = apply_lora(frozen, trainable["policy"]) if config.lora_rank else trainable["policy"]
+        params = model_weights(frozen, trainable["policy"])
         c = micro.completions
         log_prob, entropy, state = completion_logprobs_entropy_and_prompt_state(
             params, plan.model_config, c.tokens, c.mask, plan.prompt_len, chunk_size=LOGPROB_CHUNK
@@ -307,10 +307,7 @@ def make_lm_agent(
     ppo = config.algorithm == "ppo"
 
     def init(key: jax.Array) -> tuple[TrainState, jax.Array]:
-        if config.lora_rank:
-            policy = lora_init(key, run.base_params, config.lora_rank, config.lora_alpha)
-        else:
-            policy = run.base_params
+        policy = trainable_weights(key, run.base_params, config.lora_rank, config.lora_alpha)
         trainable = (
             {"policy": policy, "value_head": init_value_head(run.model_config.hidden_size)} if ppo else policy
         )
@@ -318,7 +315,7 @@ def make_lm_agent(
 
     def collect(update: jax.Array, trainable, key: jax.Array, *, frozen):
         policy = trainable["policy"] if ppo else trainable
-        params = apply_lora(frozen, policy) if config.lora_rank else policy
+        params = model_weights(frozen, policy)
         rows = rollout(run, params, key)
         reference = partial(reference_log_probs, frozen, run.model_config, num_slices=num_slices)
         ref_log_prob = lambda t, m, p: reference(t, m, num_prompt_tokens=p)

@@ -43,7 +43,7 @@ from jaxrl_llm.config import to_dict
 from jaxrl_llm.data.problems import encode_prompts
 from jaxrl_llm.losses import group_advantages, policy_gradient_loss
 from jaxrl_llm.models.logprobs import completion_logprobs_and_entropy
-from jaxrl_llm.models.lora import apply_lora, lora_init
+from jaxrl_llm.models.lora import model_weights, trainable_weights
 from jaxrl_llm.models.tokenizer import stop_token_ids
 from jaxrl_llm.rollout.sampling import generate
 from jaxrl_llm.training import Algorithm, TrainState
@@ -148,7 +148,7 @@ def warm_up(config, loaded: LoadedModel, problems, verbose: bool, out_dir=None, 
 
 
 def effective_params(run: LMGRPO, trainable):
-    return apply_lora(run.base_params, trainable) if run.config.lora_rank else trainable
+    return model_weights(run.base_params, trainable)
 
 
 def make_optimizer(config: LMGRPOConfig) -> optax.GradientTransformation:
@@ -305,7 +305,7 @@ def grpo_step(
     plan = plan_token_loss(config, run.model_config, batch, axis_name)
 
     def loss_fn(trainable, micro: CompletionBatch):
-        params = apply_lora(frozen, trainable) if config.lora_rank else trainable
+        params = model_weights(frozen, trainable)
         log_prob, entropy = sequence_log_probs(
             params, plan.model_config, micro.tokens, micro.mask, plan.prompt_len
         )
@@ -361,7 +361,7 @@ def make_lm_grpo(
     tx = optimizer or make_optimizer(config)
     sample = jax.jit(
         lambda trainable, base, tokens, mask, key: generate(
-            apply_lora(base, trainable) if config.lora_rank else trainable,
+            model_weights(base, trainable),
             model_config,
             tokens,
             mask,
@@ -394,10 +394,7 @@ def make_lm_grpo(
     )
 
     def init(key: jax.Array) -> tuple[TrainState, LMCollectState]:
-        if config.lora_rank:
-            trainable = lora_init(key, run.base_params, config.lora_rank, config.lora_alpha)
-        else:
-            trainable = run.base_params
+        trainable = trainable_weights(key, run.base_params, config.lora_rank, config.lora_alpha)
         reference = l2t_rewards.initial_reference(config, trainable)
         return create_train_state(trainable, tx), LMCollectState(jnp.zeros((), jnp.int32), reference)
 

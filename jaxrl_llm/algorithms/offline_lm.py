@@ -40,7 +40,7 @@ from jaxrl_llm.data.problems import encode_prompts
 from jaxrl_llm.losses.bellman import shiq_loss
 from jaxrl_llm.losses.preference import dpo_loss
 from jaxrl_llm.models.logprobs import LogitStats, completion_logit_stats
-from jaxrl_llm.models.lora import apply_lora, lora_init
+from jaxrl_llm.models.lora import model_weights, trainable_weights
 from jaxrl_llm.models.tokenizer import stop_token_ids
 from jaxrl_llm.rollout.sampling import generate
 from jaxrl_llm.training import Algorithm, TrainState
@@ -283,7 +283,7 @@ def offline_step(
         norm = microbatch_norm_constant(mode, norm, num_microbatches)
 
     def loss_fn(trainable, micro):
-        params = apply_lora(frozen.reference, trainable) if config.lora_rank else trainable
+        params = model_weights(frozen.reference, trainable)
         return objective(params, frozen.reference, micro, norm)
 
     return repeated_gradient_steps(
@@ -304,10 +304,8 @@ def _make_offline(
     tx = optimizer or clipped_adam(config.learning_rate, config.max_grad_norm or None)
 
     def init(key: jax.Array):
-        if config.lora_rank:
-            trainable = lora_init(key, loaded.params, config.lora_rank, config.lora_alpha)
-        else:
-            trainable = loaded.params  # starts at the reference: q_θ = v_θ = 0
+        # full fine-tuning starts at the reference: q_θ = v_θ = 0
+        trainable = trainable_weights(key, loaded.params, config.lora_rank, config.lora_alpha)
         return create_train_state(trainable, tx), OfflineCollectState(jnp.zeros((), jnp.int32))
 
     def collect(state: OfflineCollectState, params, key: jax.Array, *, frozen: OfflineFrozen):

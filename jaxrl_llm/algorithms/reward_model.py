@@ -36,7 +36,7 @@ from jaxrl_llm.algorithms.lm_task import LoadedModel, load_model
 from jaxrl_llm.algorithms.offline_lm import PairBatch, draw_rows, pair_data
 from jaxrl_llm.data.offline import PreferencePair
 from jaxrl_llm.losses.preference import bradley_terry_loss
-from jaxrl_llm.models.lora import apply_lora, lora_init
+from jaxrl_llm.models.lora import model_weights, trainable_weights
 from jaxrl_llm.models.reward_head import init_head, sequence_rewards
 from jaxrl_llm.training import Algorithm, TrainState
 from jaxrl_llm.training.gradient_steps import microbatch_count, repeated_gradient_steps
@@ -94,7 +94,7 @@ def split_pairs(data: PairBatch, num_held_out: int, seed: int) -> tuple[PairBatc
 def model_params(trainable: dict, base: Any = None) -> dict:
     """The reward model's weights `{"decoder", "head"}` from the trained ones: the decoder entry
     is LoRA adapters of `base` when `base` is given, else the decoder weights themselves."""
-    decoder = trainable["decoder"] if base is None else apply_lora(base, trainable["decoder"])
+    decoder = model_weights(base, trainable["decoder"])
     return {"decoder": decoder, "head": trainable["head"]}
 
 
@@ -188,9 +188,7 @@ def make_reward_model(
 
     def init(key: jax.Array):
         head_key, lora_key = jax.random.split(key)
-        decoder = (
-            lora_init(lora_key, loaded.params, config.lora_rank, config.lora_alpha) if config.lora_rank else loaded.params
-        )
+        decoder = trainable_weights(lora_key, loaded.params, config.lora_rank, config.lora_alpha)
         trainable = {"decoder": decoder, "head": init_head(head_key, hidden_size, config.head_init_scale)}
         return create_train_state(trainable, tx), RewardCollectState(jnp.zeros((), jnp.int32))
 

@@ -100,6 +100,20 @@ def apply_lora(params: dict, adapters: LoraAdapters) -> dict:
 merge_lora = apply_lora
 
 
+def trainable_weights(
+    key: jax.Array, base_params: dict, rank: int, alpha: float, targets: Sequence[str] = DEFAULT_TARGETS
+) -> LoraAdapters | dict:
+    """What a fine-tuning run trains: adapters on `base_params` when `rank > 0` (`lora_init`),
+    else the base weights themselves (full fine-tuning)."""
+    return lora_init(key, base_params, rank, alpha, targets) if rank else base_params
+
+
+def model_weights(base_params: dict, trainable: LoraAdapters | dict) -> dict:
+    """The weights the model runs with: `base_params` with the adapters applied when `trainable`
+    holds LoRA adapters, else `trainable` itself (full fine-tuning trains the weights directly)."""
+    return apply_lora(base_params, trainable) if isinstance(trainable, LoraAdapters) else trainable
+
+
 def unmerge_lora(merged: dict, adapters: LoraAdapters) -> dict:
     """Inverse of `merge_lora` (exact up to rounding in the kernel dtype)."""
     return _add_delta(merged, adapters, -1.0)

@@ -42,5 +42,10 @@ class CheckpointStore:
         )
         return restored["state"]
 
+    def restore_untyped(self, step: int) -> Any:
+        """Checkpoint `step` without a target: the same leaves in plain containers (optax's
+        NamedTuples come back as dicts), enough to compare two runs without rebuilding either."""
+        return self._manager.restore(step)["state"]
+
     def close(self) -> None:
         self._manager.close()

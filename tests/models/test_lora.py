@@ -13,6 +13,8 @@ from jaxrl_llm.models.lora import (
     lora_init,
     lora_optimizer,
     merge_lora,
+    model_weights,
+    trainable_weights,
     unmerge_lora,
 )
 
@@ -89,3 +91,15 @@ def test_lora_optimizer_trains_only_the_adapters(params):
     chex.assert_trees_all_equal(updated["base"], params)
     b_before = adapters.weights["layers"]["mlp"]["up_proj"]["b"]
     assert float(jnp.abs(updated["lora"].weights["layers"]["mlp"]["up_proj"]["b"] - b_before).max()) > 0
+
+
+def test_a_run_trains_adapters_with_a_rank_and_the_weights_without(params):
+    key = jax.random.key(5)
+    full = trainable_weights(key, params, rank=0, alpha=16.0)
+    assert full is params and model_weights(params, full) is params
+    adapters = trainable_weights(key, params, rank=4, alpha=16.0)
+    chex.assert_trees_all_equal(adapters, lora_init(key, params, 4, 16.0))
+    adapters = adapters.replace(weights=_random_b(adapters.weights))
+    chex.assert_trees_all_close(model_weights(params, adapters), apply_lora(params, adapters))
+    assert not np.allclose(model_weights(params, adapters)["layers"]["attention"]["q_proj"]["kernel"],
+                           params["layers"]["attention"]["q_proj"]["kernel"])
