@@ -87,6 +87,13 @@ def _owned(train_state: Any) -> Any:
     return jax.tree.map(lambda leaf: jnp.copy(leaf) if isinstance(leaf, jax.Array) else leaf, train_state)
 
 
+def is_spent(state: Any) -> bool:
+    """Whether an array of `state` was donated to a step (its buffer is gone); False while tracing."""
+    return any(
+        isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and x.is_deleted() for x in jax.tree.leaves(state)
+    )
+
+
 def _check_splits(batch: Any, num_devices: int) -> None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
         rows = leaf.shape[0] if leaf.ndim else 1
@@ -139,6 +146,12 @@ def compose(algorithm: Algorithm, parallel: Mode = "single", mesh: Mesh | None =
         return LoopState(place(train_state), replicate(collect_state), replicate(key))
 
     def update(state: LoopState, frozen: Any = frozen_arrays) -> tuple[LoopState, Metrics]:
+        if is_spent(state.train_state):
+            raise ValueError(
+                "This train state was consumed by an earlier update: the learn step donates it (writes the "
+                "new state into its buffers). Pass the state that update returned, or compose the "
+                "algorithm with donate_state=False to keep every state readable."
+            )
         key, collect_key, learn_key = jax.random.split(state.key, 3)
         extra = {} if algorithm.frozen is None else {"frozen": frozen}
         collect_state, batch, collect_metrics = algorithm.collect(

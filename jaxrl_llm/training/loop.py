@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxrl_llm.errors import NonFiniteLossError, TrainingInterrupted
-from jaxrl_llm.training.algorithm import Algorithm, compose
+from jaxrl_llm.training.algorithm import Algorithm, compose, is_spent
 from jaxrl_llm.training.checkpoint import CheckpointStore
 from jaxrl_llm.training.parallel import Mode
 from jaxrl_llm.training.metrics import CURVE_FILE, METRICS_FILE, MetricsWriter, plot_learning_curve
@@ -322,9 +322,9 @@ def run(
     except KeyboardInterrupt:
         # the step donates the train state: stopped inside an update, `state` (the last
         # finished update) may already be spent, and then the last checkpoint is what stands
-        if update > saved and not _spent(state):
+        if update > saved and not is_spent(state):
             save(update)
-        raise TrainingInterrupted(saved if _spent(state) else update, out_dir) from None
+        raise TrainingInterrupted(saved if is_spent(state) else update, out_dir) from None
     finally:
         bar.close()
         if writer is not None:
@@ -340,11 +340,6 @@ def run(
                 raw=fns.raw_progress_metric,
             )
     return state
-
-
-def _spent(state: Any) -> bool:
-    """Whether any array of `state` was donated to a step (its buffer is gone)."""
-    return any(isinstance(x, jax.Array) and x.is_deleted() for x in jax.tree.leaves(state))
 
 
 def agreed(decision: bool) -> bool:

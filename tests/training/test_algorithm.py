@@ -137,6 +137,11 @@ def test_the_step_donates_the_train_state_but_not_the_frozen_arrays():
     np.testing.assert_array_equal(reference, np.arange(4.0))
     np.testing.assert_allclose(state.train_state.params, np.arange(4.0) + 1.5)
     assert float(metrics["loss"]) == 4.0  # the third collect saw params - reference = 1.0 per entry
+    with pytest.raises(ValueError, match="consumed by an earlier update.*donate_state=False"):
+        fns.update(first)
+    kept = compose(full_finetuning(reference), donate_state=False)
+    start = kept.init(jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(kept.update(start)[0].train_state.params, kept.update(start)[0].train_state.params)
 
 
 def test_donation_does_not_change_compiled_or_host_runs():
