@@ -50,9 +50,9 @@ class Algorithm:
     compile in as constants or to checkpoint (an LM's base and reference weights, rebuilt
     by `make_<algo>`). When set, both are called with the keyword argument `frozen=`: the
     sampler needs the base weights under LoRA and the reference policy scores the rows.
-    It enters every compiled program as an argument (replicated across devices, or laid out
-    by the rule table under "sharded"), never as a constant, and is not part of the
-    checkpointed `LoopState`.
+    It enters every compiled program as an argument of its own (replicated across devices, or
+    laid out by the rule table under "sharded"), never as a constant, and, unlike the train
+    state, is never donated to the learn step; it is not part of the checkpointed `LoopState`.
     """
 
     init: Callable[[jax.Array], tuple[Any, Any]]
