@@ -60,7 +60,7 @@ from jaxrl_llm.algorithms.ppo import make_policy
 from jaxrl_llm.models import ActorCritic
 from jaxrl_llm.rollout import RolloutState, Trajectory, reset, rollout
 
-from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
+from results_file import append_to_section  # benchmarks/ is the script's folder
 
 HEADING = "## Env stepping (benchmarks/envs.py)"
 
@@ -99,7 +99,6 @@ def append_results(
         f"{main_table}\n\nVariants (ratio vs gymnasium with the same policy; PROTOTYPE = a rollout written in "
         f"benchmarks/envs.py, not library code):\n\n{variants_table}\n{probe_text}",
     )
-    print(f"appended to {RESULTS}")
 
 
 def fmt_rate(x: float) -> str:

@@ -27,7 +27,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
+from results_file import append_to_section  # benchmarks/ is the script's folder
 
 from jaxrl_llm.losses.gigpo import gigpo_advantages
 from jaxrl_llm.losses.reference.gigpo_numpy import gigpo_advantages_reference
@@ -91,11 +91,6 @@ def machine_description():
         f"{processor}, nproc {cores}, jax {jax.__version__} on {jax.devices()[0].platform}, "
         f"load average at start {load}"
     )
-
-
-def append_results(block: str) -> None:
-    append_to_section(SECTION_HEADING, "\n" + block)
-    print(f"appended to {RESULTS}")
 
 
 def main():
@@ -186,7 +181,7 @@ times and the ratio move with its load (34–76× across runs on the same day), 
 """
     print(block)
     if not args.no_write:
-        append_results(block)
+        append_to_section(SECTION_HEADING, "\n" + block)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ from pathlib import Path
 
 from results_file import append_to_section  # benchmarks/ is the script's folder
 
-HERE = Path(__file__).resolve().parent
 FAILURES: list[str] = []
 SYSTEM_INSTRUCTION = "Solve the problem. End your reply with the final answer as '#### <number>'."
 LEARNING_RATE, KL_COEF, EPS, MAX_GRAD_NORM, FORMAT_WEIGHT = 1e-5, 0.04, 0.2, 1.0, 0.1
@@ -406,7 +405,6 @@ def prefill_table(results: list[dict]) -> str:
 def append_results(text: str) -> None:
     """Appends `text` to benchmarks/RESULTS.md, at the end of this script's section."""
     append_to_section("## LM GRPO step (benchmarks/lm_grpo_step.py)", text)
-    print(f"appended to {HERE / 'RESULTS.md'}")
 
 
 def main_prefill(args) -> None:

@@ -60,7 +60,7 @@ import sys
 import time
 from pathlib import Path
 
-from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
+from results_file import append_to_section  # benchmarks/ is the script's folder
 
 HEADING = "## Off-policy: DQN CartPole-v1, SAC Pendulum-v1 (benchmarks/offpolicy.py)"
 VENVS = Path(os.environ.get("JAXRL_BENCH_VENVS", "/work/venvs"))
@@ -383,7 +383,6 @@ def append_results(date: str, info: str, num_seeds: int, text: str, per_seed: st
         "Hyperparameters, evaluation and timing as in the script's docstring.\n\n"
         f"{text}\n\nPer seed:\n\n{per_seed}\n",
     )
-    print(f"appended to {RESULTS}")
 
 
 def fmt(x, spec=".1f", suffix=""):

@@ -51,7 +51,7 @@ import sys
 import time
 from pathlib import Path
 
-from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
+from results_file import append_to_section  # benchmarks/ is the script's folder
 
 HEADING = "## PPO CartPole-v1 to solved (benchmarks/ppo_cartpole.py)"
 VENVS = Path(os.environ.get("JAXRL_BENCH_VENVS", "/work/venvs"))
@@ -442,7 +442,6 @@ def append_results(date: str, info: str, num_seeds: int, table: str, extra: str,
         "training frames/s ≥ 20× SB3 and above rejax.\n\n"
         f"{table}\n{extra}\nPer seed:\n\n{per_seed}\n",
     )
-    print(f"appended to {RESULTS}")
 
 
 def fmt(x, spec=".1f", suffix=""):

@@ -25,7 +25,7 @@ import statistics
 import time
 
 import jax
-from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
+from results_file import append_to_section  # benchmarks/ is the script's folder
 
 from jaxrl_llm.algorithms import sac
 
@@ -54,7 +54,6 @@ def append_results(stamp: str, load: tuple[float, ...], frames: int, reps: int, 
         f"after the first 100), batch 256, {reps} reps alternating. Command: `python benchmarks/reacritic.py`.\n\n"
         f"{table}\n",
     )
-    print(f"appended to {RESULTS}")
 
 
 def main() -> None:

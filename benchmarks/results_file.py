@@ -9,7 +9,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 def append_to_section(header: str, block: str, results: Path = RESULTS) -> None:
     """Appends `block` at the end of the `## ...` section `header` (created at the end of the
-    file if absent), before the next section."""
+    file if absent), before the next section, and says where."""
     text = results.read_text() if results.exists() else "# Benchmark results\n"
     if header not in text.splitlines():
         text = text.rstrip("\n") + f"\n\n{header}\n"
@@ -18,3 +18,4 @@ def append_to_section(header: str, block: str, results: Path = RESULTS) -> None:
     end = len(text) if next_section == -1 else next_section
     text = text[:end].rstrip("\n") + "\n" + block.rstrip("\n") + "\n" + text[end:]
     results.write_text(text)
+    print(f"appended to {results} ({header})")

@@ -66,7 +66,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import RESULTS, append_to_section  # benchmarks/ is the script's folder
+from results_file import append_to_section  # benchmarks/ is the script's folder
 
 from jaxrl_llm.training.hlo_accounting import hlo_accounting
 
@@ -451,7 +451,6 @@ def machine_info() -> str:
 
 def append_results(text: str) -> None:
     append_to_section(HEADER, text)
-    print(f"appended to {RESULTS}")
 
 
 def main() -> None:

@@ -322,9 +322,11 @@ def run(
     except KeyboardInterrupt:
         # the step donates the train state: stopped inside an update, `state` (the last
         # finished update) may already be spent, and then the last checkpoint is what stands
-        if update > saved and not is_spent(state):
+        if is_spent(state):
+            raise TrainingInterrupted(saved, out_dir) from None
+        if update > saved:
             save(update)
-        raise TrainingInterrupted(saved if is_spent(state) else update, out_dir) from None
+        raise TrainingInterrupted(update, out_dir) from None
     finally:
         bar.close()
         if writer is not None:

@@ -10,11 +10,12 @@ step reduces gradients and statistics with `lax.pmean`/`lax.psum` over `axis_nam
 (see `reduce_mean`). `state` and `key` are replicated; every leaf of `batch` is split
 along its leading axis across devices. `frozen` (read-only arrays: an LM's base and
 reference weights) is passed only when the caller gives one, replicated or laid out by the
-rule table like the state, and never donated; `donate_state=True` lets XLA write the new state
-into the old one's buffers (the caller must not read the state it passed in again). In "sharded" mode the step sees the global batch with
-`axis_name=None` (single-device code), its state is laid out by `training/sharding.py`'s rule
-table on a `data × fsdp × tensor` mesh and XLA's SPMD partitioner inserts the collectives. All
-paths must give the same numbers: tests check it on 8 forced CPU devices.
+rule table like the state, and never donated; `donate_state=True` lets XLA write the new
+state into the old one's buffers (the caller must not read the state it passed in again).
+In "sharded" mode the step sees the global batch with `axis_name=None` (single-device code),
+its state is laid out by `training/sharding.py`'s rule table on a `data × fsdp × tensor` mesh
+and XLA's SPMD partitioner inserts the collectives. All paths must give the same numbers:
+tests check it on 8 forced CPU devices.
 
 Known trap on few-core CPU hosts with forced devices: letting many jit/shard_map
 steps with collectives run ahead asynchronously can abort the XLA CPU runtime
